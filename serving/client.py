@@ -1,0 +1,457 @@
+"""Client library for genpipe's models behind TF Serving's gRPC API (the real server or ours).
+
+One typed method per signature of the serving contract (DESIGN.md), on top of a generic
+`predict`. Images come back as `GeneratedImage` (PNG bytes, ``.to_numpy()``, ``.to_pil()``,
+``.save()``). A server that cannot be reached raises `ServerUnavailable`; any other failure
+raises `ModelServerError` with the gRPC code and the server's message.
+
+    with ModelServerClient("127.0.0.1:8500", timeout=30) as client:
+        print(client.generate_text("this movie", temperature=0.7, seed=1)[0].text)
+        client.gan_generate([1, 2, 3])[0].save("face.png")
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from serving.images import GeneratedImage, image_bytes
+
+DEFAULT_SERVER = "127.0.0.1:8500"
+START_HINT = "start one with `genpipe serve --models_root DIR`"
+MB = 1024 * 1024
+
+
+class ModelServerError(Exception):
+    """The server answered a request with an error status."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+
+
+class ServerUnavailable(ModelServerError):
+    """No model server answers at the address (down, wrong address, or a TLS mismatch)."""
+
+    def __init__(self, server: str, details: str = ""):
+        reason = f" ({details})" if details else ""
+        super().__init__(grpc.StatusCode.UNAVAILABLE, f"no model server at {server}{reason}")
+        self.server = server
+
+    def __str__(self) -> str:
+        return f"{self.message} — {START_HINT}"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A Predict response: outputs as numpy, and which model version answered."""
+
+    outputs: dict[str, np.ndarray]
+    model: str
+    version: int
+    signature: str
+
+    def __getitem__(self, alias: str) -> np.ndarray:
+        return self.outputs[alias]
+
+
+@dataclass(frozen=True)
+class TextGeneration:
+    prompt: str
+    text: str
+    continuation: str
+    token_ids: list[int]
+    seed: int
+    version: int
+
+
+@dataclass(frozen=True)
+class TextScore:
+    text: str
+    log_likelihood: float
+    num_tokens: int
+    perplexity: float
+
+
+@dataclass(frozen=True)
+class StyleTransfer:
+    image: GeneratedImage
+    loss: float
+
+
+@dataclass(frozen=True)
+class VersionState:
+    """One entry of GetModelStatus."""
+
+    version: int
+    state: str
+    error_code: str
+    error_message: str
+
+
+def _strings(values: str | Sequence[str]) -> list[str]:
+    return [values] if isinstance(values, str) else list(values)
+
+
+def _column(value: Any, size: int, dtype: Any) -> np.ndarray:
+    """A per-example control as a [B] array (a scalar is repeated for every example)."""
+    array = np.asarray(value, dtype=dtype)
+    if array.ndim == 0:
+        return np.full([size], array, dtype=dtype)
+    if array.shape != (size,):
+        raise ValueError(f"expected one value or {size} values, got shape {array.shape}")
+    return array
+
+
+def _decode(value: bytes) -> str:
+    return value.decode("utf-8", errors="replace")
+
+
+class ModelServerClient:
+    """gRPC client of a TF Serving compatible server.
+
+    ``root_cert``: PEM bytes or a path, for a server with TLS. ``token``: sent as
+    ``authorization: Bearer <token>``. ``timeout``: seconds per call.
+    """
+
+    def __init__(
+        self,
+        server: str = DEFAULT_SERVER,
+        *,
+        timeout: float = 60.0,
+        root_cert: bytes | str | os.PathLike | None = None,
+        token: str | None = None,
+        max_message_mb: int = 64,
+    ):
+        self.server = server
+        self.timeout = timeout
+        options = [
+            ("grpc.max_receive_message_length", max_message_mb * MB),
+            ("grpc.max_send_message_length", max_message_mb * MB),
+        ]
+        if root_cert is not None:
+            pem = root_cert if isinstance(root_cert, bytes) else Path(root_cert).read_bytes()
+            credentials = grpc.ssl_channel_credentials(root_certificates=pem)
+            self._channel = grpc.secure_channel(server, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(server, options=options)
+        self._metadata = [("authorization", f"Bearer {token}")] if token else None
+        self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> ModelServerClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, method, request, timeout: float | None = None):
+        try:
+            return method(request, timeout=timeout or self.timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            code, details = error.code(), error.details() or ""
+            if code == grpc.StatusCode.UNAVAILABLE:
+                raise ServerUnavailable(self.server, details) from None
+            raise ModelServerError(code, details) from None
+
+    # -- generic API -----------------------------------------------------------------------
+
+    def predict(
+        self,
+        model: str,
+        inputs: Mapping[str, Any],
+        *,
+        signature: str = "serving_default",
+        version: int | None = None,
+        label: str | None = None,
+        output_filter: Sequence[str] = (),
+        timeout: float | None = None,
+    ) -> Prediction:
+        """Call one signature; inputs are arrays (or lists) keyed by input name."""
+        request = predict_pb2.PredictRequest(output_filter=list(output_filter))
+        _fill_spec(request.model_spec, model, version, label)
+        request.model_spec.signature_name = signature
+        for name, value in inputs.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+        response = self._call(self._predictions.Predict, request, timeout)
+        return Prediction(
+            outputs={k: tf.make_ndarray(v) for k, v in response.outputs.items()},
+            model=response.model_spec.name,
+            version=response.model_spec.version.value,
+            signature=response.model_spec.signature_name,
+        )
+
+    def metadata(
+        self, model: str, *, version: int | None = None, label: str | None = None
+    ) -> dict[str, Any]:
+        """The model's SignatureDefs by signature name."""
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        _fill_spec(request.model_spec, model, version, label)
+        response = self._call(self._predictions.GetModelMetadata, request)
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signature_map)
+        return dict(signature_map.signature_def)
+
+    def status(self, model: str, *, version: int | None = None) -> list[VersionState]:
+        """GetModelStatus for every version of ``model`` the server knows (newest first)."""
+        request = get_model_status_pb2.GetModelStatusRequest()
+        _fill_spec(request.model_spec, model, version, None)
+        response = self._call(self._models.GetModelStatus, request)
+        state_name = get_model_status_pb2.ModelVersionStatus.State.Name
+        return [
+            VersionState(
+                version=entry.version,
+                state=state_name(entry.state),
+                error_code=grpc.StatusCode.OK.name
+                if entry.status.error_code == 0
+                else _code_name(entry.status.error_code),
+                error_message=entry.status.error_message,
+            )
+            for entry in response.model_version_status
+        ]
+
+    def wait_until_available(
+        self, model: str, version: int | None = None, timeout: float = 60.0
+    ) -> int:
+        """Poll GetModelStatus until ``version`` (or any version) is AVAILABLE; returns it.
+
+        A version that ends with a load error raises `ModelServerError` at once.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                states = self.status(model, version=version)
+            except ModelServerError as error:
+                if error.code != grpc.StatusCode.NOT_FOUND or isinstance(error, ServerUnavailable):
+                    raise
+                states = []
+            for state in states:
+                if state.state == "AVAILABLE":
+                    return state.version
+                if version is not None and state.state == "END" and state.error_message:
+                    raise ModelServerError(
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        f"{model} version {version} failed to load: {state.error_message}",
+                    )
+            if time.monotonic() > deadline:
+                raise ModelServerError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"{model} version {version or 'any'} not AVAILABLE after {timeout:g}s",
+                )
+            time.sleep(0.2)
+
+    def reload_config(self, config) -> None:
+        """HandleReloadConfigRequest with a `ModelServerConfig` (e.g. to move a label)."""
+        request = model_management_pb2.ReloadConfigRequest(config=config)
+        self._call(self._models.HandleReloadConfigRequest, request)
+
+    # -- text_lm ---------------------------------------------------------------------------
+
+    def generate_text(
+        self,
+        prompts: str | Sequence[str],
+        *,
+        max_tokens: int = 50,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | Sequence[int] = 0,
+        model: str = "text_lm",
+    ) -> list[TextGeneration]:
+        """`generate`: continue each prompt (temperature 0 = greedy; top_k 0 / top_p 1 = off)."""
+        prompts = _strings(prompts)
+        size = len(prompts)
+        seeds = _column(seed, size, np.int64)
+        result = self.predict(
+            model,
+            {
+                "prompt": np.array([p.encode() for p in prompts], dtype=object),
+                "max_tokens": _column(max_tokens, size, np.int32),
+                "temperature": _column(temperature, size, np.float32),
+                "top_k": _column(top_k, size, np.int32),
+                "top_p": _column(top_p, size, np.float32),
+                "seed": seeds,
+            },
+            signature="generate",
+        )
+        return [
+            TextGeneration(
+                prompt=prompts[i],
+                text=_decode(result["text"][i]),
+                continuation=_decode(result["continuation"][i]),
+                token_ids=result["token_ids"][i][: int(result["num_tokens"][i])].tolist(),
+                seed=int(seeds[i]),
+                version=result.version,
+            )
+            for i in range(size)
+        ]
+
+    def next_token_probabilities(
+        self, prompts: str | Sequence[str], *, model: str = "text_lm"
+    ) -> np.ndarray:
+        """`serving_default`: probabilities [B, V] of the word after each prompt."""
+        prompts = _strings(prompts)
+        result = self.predict(
+            model, {"prompt": np.array([p.encode() for p in prompts], dtype=object)}
+        )
+        return result["probabilities"]
+
+    def score_text(self, texts: str | Sequence[str], *, model: str = "text_lm") -> list[TextScore]:
+        """`score`: log-likelihood, scored tokens and perplexity of each text."""
+        texts = _strings(texts)
+        result = self.predict(
+            model, {"text": np.array([t.encode() for t in texts], dtype=object)}, signature="score"
+        )
+        return [
+            TextScore(
+                text=texts[i],
+                log_likelihood=float(result["log_likelihood"][i]),
+                num_tokens=int(result["num_tokens"][i]),
+                perplexity=float(result["perplexity"][i]),
+            )
+            for i in range(len(texts))
+        ]
+
+    # -- vae -------------------------------------------------------------------------------
+
+    def vae_decode(self, z: Any, *, model: str = "vae") -> list[GeneratedImage]:
+        """`decode`: one digit per latent vector z [B, D]."""
+        result = self.predict(model, {"z": np.asarray(z, np.float32)}, signature="decode")
+        return _images(result, "png")
+
+    def vae_encode(self, images: Any, *, model: str = "vae") -> tuple[np.ndarray, np.ndarray]:
+        """`encode`: (z_mean, z_log_var) of images float32 [B, 28, 28, 1] in [0, 1]."""
+        result = self.predict(model, {"images": np.asarray(images, np.float32)}, signature="encode")
+        return result["z_mean"], result["z_log_var"]
+
+    def vae_sample(self, seeds: Sequence[int], *, model: str = "vae") -> list[GeneratedImage]:
+        """`sample`: one digit per seed (the same seed gives the same digit)."""
+        result = self.predict(model, {"seed": np.asarray(seeds, np.int64)}, signature="sample")
+        return _images(result, "png")
+
+    def vae_latent_grid(
+        self, n: int = 15, extent: float = 1.0, *, model: str = "vae"
+    ) -> GeneratedImage:
+        """`latent_grid`: the chapter's n x n grid of decoded latent points in [-extent, extent]."""
+        result = self.predict(
+            model,
+            {"n": np.array([n], np.int32), "extent": np.array([extent], np.float32)},
+            signature="latent_grid",
+        )
+        return _images(result, "png")[0]
+
+    # -- gan -------------------------------------------------------------------------------
+
+    def gan_generate(self, seeds: Sequence[int], *, model: str = "gan") -> list[GeneratedImage]:
+        """`generate`: one image per seed."""
+        result = self.predict(model, {"seed": np.asarray(seeds, np.int64)}, signature="generate")
+        return _images(result, "png")
+
+    def gan_decode(self, z: Any, *, model: str = "gan") -> list[GeneratedImage]:
+        """`decode`: one image per latent vector z [B, latent]."""
+        result = self.predict(model, {"z": np.asarray(z, np.float32)}, signature="decode")
+        return _images(result, "png")
+
+    # -- deepdream and style transfer ------------------------------------------------------
+
+    def dream(
+        self,
+        image: Any,
+        *,
+        iterations: int = 30,
+        octaves: int = 3,
+        octave_scale: float = 1.4,
+        step: float = 20.0,
+        max_loss: float = 15.0,
+        model: str = "deepdream",
+    ) -> GeneratedImage:
+        """`dream`: DeepDream an image (path, bytes, PIL or numpy); defaults are the book's."""
+        result = self.predict(
+            model,
+            {
+                "image": np.array([image_bytes(image)], dtype=object),
+                "iterations": np.array([iterations], np.int32),
+                "octaves": np.array([octaves], np.int32),
+                "octave_scale": np.array([octave_scale], np.float32),
+                "step": np.array([step], np.float32),
+                "max_loss": np.array([max_loss], np.float32),
+            },
+            signature="dream",
+        )
+        return _images(result, "image")[0]
+
+    def style_transfer(
+        self,
+        content: Any,
+        style: Any,
+        *,
+        iterations: int = 100,
+        height: int = 400,
+        content_weight: float = 2.5e-8,
+        style_weight: float = 1e-6,
+        tv_weight: float = 1e-6,
+        model: str = "style_transfer",
+    ) -> StyleTransfer:
+        """`transfer`: Gatys et al. style transfer (the book's weights; it runs 4000 steps)."""
+        result = self.predict(
+            model,
+            {
+                "content": np.array([image_bytes(content)], dtype=object),
+                "style": np.array([image_bytes(style)], dtype=object),
+                "iterations": np.array([iterations], np.int32),
+                "height": np.array([height], np.int32),
+                "content_weight": np.array([content_weight], np.float32),
+                "style_weight": np.array([style_weight], np.float32),
+                "tv_weight": np.array([tv_weight], np.float32),
+            },
+            signature="transfer",
+        )
+        return StyleTransfer(image=_images(result, "image")[0], loss=float(result["loss"][0]))
+
+    def fast_style(self, image: Any, style: str) -> GeneratedImage:
+        """`stylize` of model ``fast_style_<style>``: one forward pass of a trained network."""
+        result = self.predict(
+            f"fast_style_{style}",
+            {"image": np.array([image_bytes(image)], dtype=object)},
+            signature="stylize",
+        )
+        return _images(result, "image")[0]
+
+
+def _images(result: Prediction, alias: str) -> list[GeneratedImage]:
+    return [GeneratedImage(bytes(png), result.version) for png in result[alias].ravel()]
+
+
+def _fill_spec(spec, model: str, version: int | None, label: str | None) -> None:
+    spec.name = model
+    if version is not None:
+        spec.version.value = version
+    if label:
+        spec.version_label = label
+
+
+def _code_name(number: int) -> str:
+    for code in grpc.StatusCode:
+        if code.value[0] == number:
+            return code.name
+    return str(number)

@@ -1,0 +1,158 @@
+"""gRPC front end: `tensorflow.serving.PredictionService` and `tensorflow.serving.ModelService`
+on the official generated servicers, with optional bearer-token auth and TLS."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any
+
+import grpc
+from tensorflow_serving.apis import (
+    model_management_pb2,
+    model_service_pb2_grpc,
+    prediction_service_pb2_grpc,
+)
+
+from serving import predict as core
+from serving.errors import ServingError
+from serving.manager import ModelManager
+from serving.metrics import ServingMetrics
+from serving.security import TlsConfig, bearer_matches
+
+log = logging.getLogger("genpipe.serving")
+PROTOCOL = "grpc"
+
+
+def _answer(context: grpc.ServicerContext, metrics: ServingMetrics, api: str, work: Callable):
+    """Run ``work(record)``; a `ServingError` becomes the RPC's status code and message."""
+    try:
+        with metrics.track(PROTOCOL, api) as record:
+            return work(record)
+    except ServingError as error:
+        context.abort(error.code, error.message)
+    except Exception as error:  # noqa: BLE001 - report, do not leak a bare UNKNOWN
+        log.exception("%s failed", api)
+        context.abort(grpc.StatusCode.INTERNAL, f"{api} failed: {type(error).__name__}: {error}")
+
+
+def _unimplemented(api: str, context: grpc.ServicerContext) -> Any:
+    context.abort(
+        grpc.StatusCode.UNIMPLEMENTED,
+        f"{api} is not implemented by genpipe's model server: its models export Predict "
+        "signatures only; call Predict with model_spec.signature_name (GetModelMetadata lists "
+        "them)",
+    )
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """Predict and GetModelMetadata; the tf.Example APIs answer UNIMPLEMENTED."""
+
+    def __init__(self, manager: ModelManager, metrics: ServingMetrics):
+        self.manager = manager
+        self.metrics = metrics
+
+    def Predict(self, request, context):  # noqa: N802 - gRPC method name
+        return _answer(
+            context, self.metrics, "Predict", lambda rec: core.predict(self.manager, request, rec)
+        )
+
+    def GetModelMetadata(self, request, context):  # noqa: N802
+        def work(record: core.RequestRecord):
+            record.model = request.model_spec.name
+            return core.model_metadata(self.manager, request)
+
+        return _answer(context, self.metrics, "GetModelMetadata", work)
+
+    def Classify(self, request, context):  # noqa: N802
+        return _unimplemented("Classify", context)
+
+    def Regress(self, request, context):  # noqa: N802
+        return _unimplemented("Regress", context)
+
+    def MultiInference(self, request, context):  # noqa: N802
+        return _unimplemented("MultiInference", context)
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    """GetModelStatus and HandleReloadConfigRequest."""
+
+    def __init__(self, manager: ModelManager, metrics: ServingMetrics):
+        self.manager = manager
+        self.metrics = metrics
+
+    def GetModelStatus(self, request, context):  # noqa: N802
+        def work(record: core.RequestRecord):
+            record.model = request.model_spec.name
+            return core.model_status(self.manager, request)
+
+        return _answer(context, self.metrics, "GetModelStatus", work)
+
+    def HandleReloadConfigRequest(self, request, context):  # noqa: N802
+        def work(record: core.RequestRecord):
+            self.manager.reload_config(request.config)
+            log.info("model config reloaded: %s", ", ".join(self.manager.model_names()))
+            return model_management_pb2.ReloadConfigResponse()
+
+        return _answer(context, self.metrics, "HandleReloadConfigRequest", work)
+
+
+class BearerTokenInterceptor(grpc.ServerInterceptor):
+    """Rejects calls without ``authorization: Bearer <token>`` metadata (UNAUTHENTICATED)."""
+
+    def __init__(self, token: str):
+        self._token = token
+
+        def deny(request: Any, context: grpc.ServicerContext) -> Any:
+            context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "missing or wrong bearer token: send metadata 'authorization: Bearer <token>'",
+            )
+
+        self._deny = grpc.unary_unary_rpc_method_handler(deny)
+
+    def intercept_service(self, continuation, handler_call_details):
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        if bearer_matches(metadata.get("authorization"), self._token):
+            return continuation(handler_call_details)
+        return self._deny
+
+
+def build_grpc_server(
+    manager: ModelManager,
+    metrics: ServingMetrics,
+    *,
+    host: str,
+    port: int,
+    max_message_bytes: int,
+    tls: TlsConfig | None = None,
+    token: str | None = None,
+    workers: int = 16,
+) -> tuple[grpc.Server, int]:
+    """A started-ready (not yet started) gRPC server and the port it bound."""
+    options = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    interceptors = [BearerTokenInterceptor(token)] if token else []
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
+        interceptors=interceptors,
+        options=options,
+    )
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionService(manager, metrics), server
+    )
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+        ModelService(manager, metrics), server
+    )
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if tls is None:
+        bound = server.add_insecure_port(address)
+    else:
+        bound = server.add_secure_port(address, tls.grpc_credentials())
+    if not bound:
+        raise OSError(f"cannot listen for gRPC on {address} (port in use?)")
+    return server, bound

@@ -1,0 +1,393 @@
+"""The model manager: which versions exist, load and unload them, route requests to them.
+
+It follows TF Serving's file-system source and availability-preserving policy:
+- every poll, each model's base path is scanned; a version folder counts once its
+  `saved_model.pb` exists (pushers write it last, so a half-written version is never loaded);
+- the model's version policy picks the aspired versions among those (latest N, all, specific);
+- a version that fails to load ends in state END with the error, and is retried only when its
+  `saved_model.pb` changes; the versions already serving keep serving;
+- a version no longer aspired unloads once an aspired version is available, and only after the
+  requests holding it finish (reference counting);
+- version labels map names to versions; a label may only point at an available version unless
+  the server allows labels for unavailable versions.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import grpc
+import tensorflow as tf
+from tensorflow_serving.apis import get_model_status_pb2
+
+from serving import config as config_lib
+from serving.errors import (
+    ServingError,
+    clean_tf_message,
+    code_from_number,
+    failed_precondition,
+    invalid_argument,
+    not_found,
+)
+from serving.servable import Servable, load_servable, saved_model_file
+
+log = logging.getLogger("genpipe.serving")
+
+State = get_model_status_pb2.ModelVersionStatus.State
+START, LOADING, AVAILABLE, UNLOADING, END = (
+    State.START,
+    State.LOADING,
+    State.AVAILABLE,
+    State.UNLOADING,
+    State.END,
+)
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    """What GetModelStatus reports for one version."""
+
+    version: int
+    state: int
+    error_code: grpc.StatusCode = grpc.StatusCode.OK
+    error_message: str = ""
+
+    @property
+    def state_name(self) -> str:
+        return State.Name(self.state)
+
+
+class _Version:
+    """Bookkeeping of one model version (guarded by the manager's lock)."""
+
+    def __init__(self, name: str, version: int, path: str):
+        self.name = name
+        self.version = version
+        self.path = path
+        self.state = START
+        self.error: ServingError | None = None
+        self.servable: Servable | None = None
+        self.in_flight = 0
+        self.failed_fingerprint: tuple | None = None
+
+    def status(self) -> VersionStatus:
+        if self.error is None:
+            return VersionStatus(self.version, self.state)
+        return VersionStatus(self.version, self.state, self.error.code, self.error.message)
+
+
+class ModelManager:
+    """Loads the configured models' versions from disk and hands them out to requests.
+
+    Give either ``config`` (a `ModelServerConfig`) or ``models_root`` (every model folder under
+    it, rescanned each poll so newly pushed models appear). ``on_load`` runs on each freshly
+    loaded servable before it becomes available (warmup); if it raises, the load fails.
+    """
+
+    def __init__(
+        self,
+        config: config_lib.ModelServerConfig | None = None,
+        *,
+        models_root: str | None = None,
+        poll_wait_seconds: float = 1.0,
+        allow_labels_for_unavailable: bool = False,
+        on_load: Callable[[Servable], None] | None = None,
+        loader: Callable[[str, int, str], Servable] = load_servable,
+    ):
+        if (config is None) == (models_root is None):
+            raise ValueError("give exactly one of config or models_root")
+        if config is not None:
+            config_lib.validate_config(config)
+        self.poll_wait_seconds = poll_wait_seconds
+        self.allow_labels_for_unavailable = allow_labels_for_unavailable
+        self._models_root = models_root
+        self._config = config if config is not None else config_lib.config_for_root(models_root)
+        self._on_load = on_load
+        self._loader = loader
+        self._lock = threading.Lock()  # versions, labels, config
+        self._cycle_lock = threading.Lock()  # one poll cycle or reload at a time
+        self._versions: dict[str, dict[int, _Version]] = {}
+        self._labels: dict[str, dict[str, int]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._missing_paths: set[str] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load what is on disk now, install the labels, then keep polling in the background."""
+        with self._cycle_lock:
+            self._cycle()
+            labels = self._checked_labels(self._config)
+            with self._lock:
+                self._labels = labels
+        if self.poll_wait_seconds > 0:
+            self._thread = threading.Thread(
+                target=self._poll_forever, name="model-poller", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop polling and drop every loaded version."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            for versions in self._versions.values():
+                for entry in versions.values():
+                    entry.servable = None
+                    if entry.state in (AVAILABLE, UNLOADING):
+                        entry.state = END
+
+    def _poll_forever(self) -> None:
+        while not self._stop.wait(self.poll_wait_seconds):
+            try:
+                self.poll_once()
+            except Exception:  # noqa: BLE001 - a failed poll must not stop future polls
+                log.exception("polling the model base paths failed")
+
+    def poll_once(self) -> None:
+        """One scan of every base path: load new versions, unload retired ones."""
+        with self._cycle_lock:
+            self._cycle()
+
+    def reload_config(self, config: config_lib.ModelServerConfig) -> None:
+        """Swap in a new `model_config_list` live (HandleReloadConfigRequest).
+
+        New models load before this returns; removed models unload after their in-flight
+        requests. A label on a version that is not available is FAILED_PRECONDITION.
+        """
+        config_lib.validate_config(config)
+        with self._cycle_lock:
+            with self._lock:
+                self._config = config
+                self._models_root = None  # an explicit config replaces the scanned root
+            self._cycle()
+            labels = self._checked_labels(config)
+            with self._lock:
+                self._labels = labels
+
+    # -- the poll cycle --------------------------------------------------------------------
+
+    def _cycle(self) -> None:
+        if self._models_root is not None:
+            scanned = config_lib.config_for_root(self._models_root)
+            with self._lock:
+                self._config = scanned
+        with self._lock:
+            models = list(self._config.model_config_list.config)
+        configured = {model.name for model in models}
+        for model in models:
+            ready = self._ready_versions(model.base_path)
+            aspired = config_lib.aspired_versions(model, ready)
+            for version in sorted(aspired, reverse=True):
+                self._maybe_load(model.name, version, ready[version])
+            self._retire(model.name, aspired)
+        with self._lock:
+            removed = [name for name in self._versions if name not in configured]
+        for name in removed:
+            self._retire(name, set())
+
+    def _ready_versions(self, base_path: str) -> dict[int, str]:
+        """Version number -> folder, for version folders whose saved_model.pb exists."""
+        try:
+            names = tf.io.gfile.listdir(base_path)
+        except tf.errors.NotFoundError:
+            if base_path not in self._missing_paths:  # say it once, not every poll
+                log.warning("base path %s does not exist (yet); polling it", base_path)
+                self._missing_paths.add(base_path)
+            return {}
+        self._missing_paths.discard(base_path)
+        ready = {}
+        for name in names:
+            name = name.rstrip("/")
+            if not config_lib.VERSION_DIR.match(name):
+                continue
+            folder = posixpath.join(base_path, name)
+            if tf.io.gfile.isdir(folder) and saved_model_file(folder) is not None:
+                ready[int(name)] = folder
+        return ready
+
+    @staticmethod
+    def _fingerprint(folder: str) -> tuple | None:
+        path = saved_model_file(folder)
+        if path is None:
+            return None
+        stat = tf.io.gfile.stat(path)
+        return (path, stat.mtime_nsec, stat.length)
+
+    def _maybe_load(self, name: str, version: int, folder: str) -> None:
+        with self._lock:
+            entry = self._versions.setdefault(name, {}).get(version)
+            if entry is None:
+                entry = self._versions[name][version] = _Version(name, version, folder)
+            state, failed, fingerprint = entry.state, entry.error, entry.failed_fingerprint
+        if state in (LOADING, AVAILABLE, UNLOADING):
+            return
+        if state == END and failed is not None and fingerprint == self._fingerprint(folder):
+            return  # the same broken files as last time: do not retry every poll
+        with self._lock:
+            entry.state, entry.error, entry.path = LOADING, None, folder
+        log.info("loading %s version %d from %s", name, version, folder)
+        try:
+            servable = self._loader(name, version, folder)
+            if self._on_load is not None:
+                self._on_load(servable)
+        except Exception as error:  # noqa: BLE001 - any load failure is reported, not raised
+            failure = error if isinstance(error, ServingError) else _load_error(error)
+            log.error("loading %s version %d failed: %s", name, version, failure.message)
+            with self._lock:
+                entry.state, entry.error = END, failure
+                entry.failed_fingerprint = self._fingerprint(folder)
+            return
+        with self._lock:
+            entry.servable, entry.state = servable, AVAILABLE
+        log.info("%s version %d is available", name, version)
+
+    def _retire(self, name: str, aspired: set[int]) -> None:
+        """Unload available versions outside ``aspired`` once an aspired one is available."""
+        with self._lock:
+            versions = self._versions.get(name, {})
+            if aspired and not any(
+                versions[v].state == AVAILABLE for v in aspired if v in versions
+            ):
+                return  # keep serving what we have until a wanted version is up
+            for entry in versions.values():
+                if entry.state == AVAILABLE and entry.version not in aspired:
+                    entry.state = UNLOADING
+                    log.info("unloading %s version %d", name, entry.version)
+                    if entry.in_flight == 0:
+                        self._finish_unload(entry)
+
+    @staticmethod
+    def _finish_unload(entry: _Version) -> None:
+        entry.servable = None
+        entry.state = END
+        log.info("%s version %d unloaded", entry.name, entry.version)
+
+    def _checked_labels(self, config: config_lib.ModelServerConfig) -> dict[str, dict[str, int]]:
+        labels: dict[str, dict[str, int]] = {}
+        with self._lock:
+            for model in config.model_config_list.config:
+                for label, version in model.version_labels.items():
+                    entry = self._versions.get(model.name, {}).get(version)
+                    available = entry is not None and entry.state == AVAILABLE
+                    if not available and not self.allow_labels_for_unavailable:
+                        raise failed_precondition(
+                            f"Request to assign label {label!r} to version {version} of model "
+                            f"{model.name}, which is not currently available for inference"
+                        )
+                    labels.setdefault(model.name, {})[label] = version
+        return labels
+
+    # -- requests --------------------------------------------------------------------------
+
+    @contextmanager
+    def servable(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> Iterator[Servable]:
+        """Hold a version for the duration of a request (it cannot unload meanwhile)."""
+        with self._lock:
+            entry = self._resolve(name, version, label)
+            entry.in_flight += 1
+            servable = entry.servable
+        try:
+            yield servable
+        finally:
+            with self._lock:
+                entry.in_flight -= 1
+                if entry.in_flight == 0 and entry.state == UNLOADING:
+                    self._finish_unload(entry)
+
+    def _resolve(self, name: str, version: int | None, label: str | None) -> _Version:
+        if not name:
+            raise invalid_argument("ModelSpec has no name specified.")
+        if version is not None and label:
+            raise invalid_argument(
+                f"Both model version ({version}) and model version label ({label}) cannot be "
+                "supplied."
+            )
+        versions = self._versions.get(name, {})
+        if label:
+            known = self._labels.get(name, {})
+            if label not in known:
+                raise invalid_argument(
+                    f"Unrecognized servable version label: {label}. "
+                    f"Labels of model {name}: {sorted(known) or 'none'}"
+                )
+            version = known[label]
+        if version is not None:
+            entry = versions.get(version)
+            if entry is None or entry.state != AVAILABLE:
+                raise not_found(
+                    f"Servable not found for request: Specific({name}, {version}). "
+                    f"Available versions: {self._available(name) or 'none'}"
+                )
+            return entry
+        available = [e for e in versions.values() if e.state == AVAILABLE]
+        if not available:
+            raise not_found(
+                f"Servable not found for request: Latest({name}). "
+                f"Models with an available version: {self._available_models() or 'none'}"
+            )
+        return max(available, key=lambda e: e.version)
+
+    def _available(self, name: str) -> list[int]:
+        versions = self._versions.get(name, {})
+        return sorted(v for v, e in versions.items() if e.state == AVAILABLE)
+
+    def _available_models(self) -> list[str]:
+        return sorted(name for name in self._versions if self._available(name))
+
+    # -- status ----------------------------------------------------------------------------
+
+    def model_status(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> list[VersionStatus]:
+        """GetModelStatus: one version, or every version the manager has seen (newest first)."""
+        if not name:
+            raise invalid_argument("ModelSpec has no name specified.")
+        with self._lock:
+            versions = self._versions.get(name, {})
+            if label:
+                known = self._labels.get(name, {})
+                if label not in known:
+                    raise invalid_argument(f"Unrecognized servable version label: {label}")
+                version = known[label]
+            if version is not None:
+                if version not in versions:
+                    raise not_found(f"Could not find version {version} of model {name}")
+                return [versions[version].status()]
+            if not versions:
+                raise not_found(f"Could not find any versions of model {name}")
+            return [versions[v].status() for v in sorted(versions, reverse=True)]
+
+    def model_names(self) -> list[str]:
+        """Names of the models in the current config."""
+        with self._lock:
+            return [model.name for model in self._config.model_config_list.config]
+
+    def labels(self, name: str) -> dict[str, int]:
+        with self._lock:
+            return dict(self._labels.get(name, {}))
+
+    def snapshot(self) -> list[tuple[str, int, int]]:
+        """(model, version, state) of every version the manager has seen."""
+        with self._lock:
+            return [
+                (name, v, entry.state)
+                for name, versions in sorted(self._versions.items())
+                for v, entry in sorted(versions.items())
+            ]
+
+
+def _load_error(error: Exception) -> ServingError:
+    """How a load failure is reported in GetModelStatus."""
+    if isinstance(error, tf.errors.OpError):
+        return ServingError(code_from_number(error.error_code), clean_tf_message(error.message))
+    return ServingError(grpc.StatusCode.UNKNOWN, f"{type(error).__name__}: {error}")

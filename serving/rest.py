@@ -1,0 +1,338 @@
+"""REST front end on TF Serving's URLs, served by Tornado.
+
+- ``GET  /v1/models/{name}[/versions/{v}|/labels/{l}]``           model status
+- ``GET  /v1/models/{name}[/versions/{v}|/labels/{l}]/metadata``  signature defs
+- ``POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict``   row or columnar Predict
+- the Prometheus page at the monitoring config's path (when enabled)
+
+Errors are ``{"error": "..."}`` with the HTTP status TF Serving maps each code to.
+`RestApi` is the protocol logic (method, path, body -> status, body); `RestServer` runs it in
+Tornado on its own thread, handing each request to a worker pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+import time
+from concurrent import futures
+from urllib.parse import unquote
+
+import grpc
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+from google.protobuf import json_format
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
+
+from serving import predict as core
+from serving import rest_json
+from serving.errors import ServingError, http_status, invalid_argument
+from serving.manager import ModelManager
+from serving.metrics import ServingMetrics
+from serving.security import bearer_matches
+from serving.servable import DEFAULT_SIGNATURE
+
+log = logging.getLogger("genpipe.serving")
+PROTOCOL = "rest"
+JSON = "application/json"
+DRAIN_FACTOR = 4
+
+_PREDICT_PATH = re.compile(
+    r"/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?:(classify|regress|predict)",
+    re.IGNORECASE,
+)
+_MODEL_PATH = re.compile(
+    r"/v1/models(?:/([^/:]+))?(?:/versions/(\d+)|/labels/([^/:]+))?(?:/(metadata))?",
+    re.IGNORECASE,
+)
+
+
+def _error_body(error: ServingError) -> bytes:
+    return rest_json.dumps({"error": error.message})
+
+
+class RestApi:
+    """TF Serving's REST API over a model manager (no HTTP server here)."""
+
+    def __init__(self, manager: ModelManager, metrics: ServingMetrics):
+        self.manager = manager
+        self.metrics = metrics
+
+    def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        """Answer one request: (HTTP status, JSON body)."""
+        try:
+            return 200, self._dispatch(method, path, body)
+        except ServingError as error:
+            return error.http_status, _error_body(error)
+        except Exception as error:  # noqa: BLE001 - report as INTERNAL, like the gRPC side
+            log.exception("REST %s %s failed", method, path)
+            failure = ServingError(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+            return failure.http_status, _error_body(failure)
+
+    def _dispatch(self, method: str, path: str, body: bytes) -> bytes:
+        if method == "POST" and (match := _PREDICT_PATH.fullmatch(path)):
+            name, version, label, verb = match.groups()
+            spec = core.Spec(unquote(name), _version(version), _label(label))
+            if verb.lower() != "predict":
+                raise ServingError(
+                    grpc.StatusCode.UNIMPLEMENTED,
+                    f":{verb.lower()} is not implemented by genpipe's model server; use :predict "
+                    "with a signature_name (GET .../metadata lists them)",
+                )
+            return self._predict(spec, body)
+        if method == "GET" and (match := _MODEL_PATH.fullmatch(path)):
+            name, version, label, metadata = match.groups()
+            if not name:
+                raise invalid_argument("Missing model name in request.")
+            spec = core.Spec(unquote(name), _version(version), _label(label))
+            return self._metadata(spec) if metadata else self._status(spec)
+        raise invalid_argument(
+            f"Malformed request: {method} {path}. Use GET /v1/models/NAME[/versions/N|/labels/L]"
+            "[/metadata] or POST /v1/models/NAME[/versions/N|/labels/L]:predict"
+        )
+
+    def _predict(self, spec: core.Spec, body: bytes) -> bytes:
+        with self.metrics.track(PROTOCOL, "Predict") as record:
+            record.model = spec.name
+            document = rest_json.parse_body(body)
+            signature_name = rest_json.signature_name(document) or DEFAULT_SIGNATURE
+            record.signature = signature_name
+            with self.manager.servable(spec.name, spec.version, spec.label) as servable:
+                record.version = str(servable.version)
+                if signature_name not in servable.functions:
+                    raise invalid_argument(
+                        f'Serving signature name: "{signature_name}" not found in signature def. '
+                        f"Signatures: {sorted(servable.functions)}"
+                    )
+                infos = servable.signature_defs[signature_name].inputs
+                inputs, fmt = rest_json.inputs_from_document(document, infos)
+                outputs = core.run_signature(servable, signature_name, inputs)
+            return rest_json.dumps(rest_json.outputs_to_document(outputs, fmt))
+
+    def _status(self, spec: core.Spec) -> bytes:
+        with self.metrics.track(PROTOCOL, "GetModelStatus") as record:
+            record.model = spec.name
+            request = get_model_status_pb2.GetModelStatusRequest()
+            _fill_spec(request.model_spec, spec)
+            response = core.model_status(self.manager, request)
+            return rest_json.dumps(
+                json_format.MessageToDict(response, including_default_value_fields=True)
+            )
+
+    def _metadata(self, spec: core.Spec) -> bytes:
+        with self.metrics.track(PROTOCOL, "GetModelMetadata") as record:
+            record.model = spec.name
+            request = get_model_metadata_pb2.GetModelMetadataRequest(
+                metadata_field=[core.SIGNATURE_DEF_FIELD]
+            )
+            _fill_spec(request.model_spec, spec)
+            response = core.model_metadata(self.manager, request)
+            signature_map = get_model_metadata_pb2.SignatureDefMap()
+            response.metadata[core.SIGNATURE_DEF_FIELD].Unpack(signature_map)
+            options = {"including_default_value_fields": True, "preserving_proto_field_name": True}
+            document = {
+                "model_spec": json_format.MessageToDict(response.model_spec, **options),
+                "metadata": {
+                    core.SIGNATURE_DEF_FIELD: json_format.MessageToDict(signature_map, **options)
+                },
+            }
+            return rest_json.dumps(document)
+
+
+def _version(text: str | None) -> int | None:
+    return int(text) if text else None
+
+
+def _label(text: str | None) -> str | None:
+    return unquote(text) if text else None
+
+
+def _fill_spec(target, spec: core.Spec) -> None:
+    target.name = spec.name
+    if spec.version is not None:
+        target.version.value = spec.version
+    if spec.label:
+        target.version_label = spec.label
+
+
+# -- Tornado -----------------------------------------------------------------------------------
+
+
+class _Base(tornado.web.RequestHandler):
+    """Auth, body-size limit and JSON errors shared by every handler."""
+
+    def initialize(self, server: RestServer) -> None:
+        self.server = server
+
+    def prepare(self) -> None:
+        self.chunks: list[bytes] = []
+        token = self.server.token
+        if token and not bearer_matches(self.request.headers.get("Authorization"), token):
+            self.set_header("WWW-Authenticate", 'Bearer realm="genpipe"')
+            self._reply(
+                http_status(grpc.StatusCode.UNAUTHENTICATED),
+                rest_json.dumps(
+                    {"error": "missing or wrong bearer token: send 'Authorization: Bearer <token>'"}
+                ),
+            )
+            return
+        limit = self.server.max_body_bytes
+        declared = self.request.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            message = (
+                f"request body of {int(declared)} bytes exceeds the server's limit of {limit} "
+                "bytes (--max_message_mb)"
+            )
+            # Read and drop a moderately oversized body so the client, still sending it, gets
+            # the 413 instead of a reset connection; far larger bodies just close it.
+            self.request.connection.set_max_body_size(DRAIN_FACTOR * limit)
+            self._reply(413, rest_json.dumps({"error": message}))
+            return
+        self.request.connection.set_max_body_size(limit)
+
+    def data_received(self, chunk: bytes) -> None:
+        if not self._finished:
+            self.chunks.append(chunk)
+
+    def _reply(self, status: int, body: bytes, content_type: str = JSON) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", content_type)
+        self.finish(body)
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        self.set_header("Content-Type", JSON)
+        self.finish(rest_json.dumps({"error": self._reason}))
+
+
+@tornado.web.stream_request_body
+class _ApiHandler(_Base):
+    """Every /v1/ request, whatever the method (unknown ones are 'Malformed request')."""
+
+    SUPPORTED_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+
+    async def _serve(self) -> None:
+        body = b"".join(self.chunks)
+        loop = asyncio.get_running_loop()
+        self.server.started()
+        try:
+            status, payload = await loop.run_in_executor(
+                self.server.executor,
+                self.server.api.handle,
+                self.request.method,
+                self.request.path,
+                body,
+            )
+        finally:
+            self.server.finished()
+        self._reply(status, payload)
+
+    get = post = put = delete = patch = options = _serve
+
+
+@tornado.web.stream_request_body
+class _MetricsHandler(_Base):
+    def get(self) -> None:
+        page, content_type = self.server.metrics.render()
+        self._reply(200, page, content_type)
+
+
+@tornado.web.stream_request_body
+class _NotFoundHandler(_Base):
+    def _missing(self) -> None:
+        self._reply(
+            404,
+            rest_json.dumps(
+                {"error": f"no route for {self.request.path}: the REST API lives under /v1/models/"}
+            ),
+        )
+
+    get = post = put = delete = patch = _missing
+
+
+class RestServer:
+    """Tornado HTTP(S) server for `RestApi` on a background thread with its own event loop."""
+
+    def __init__(
+        self,
+        api: RestApi,
+        metrics: ServingMetrics,
+        *,
+        host: str,
+        port: int,
+        max_body_bytes: int,
+        token: str | None = None,
+        ssl_context=None,
+        metrics_path: str | None = None,
+        workers: int = 16,
+    ):
+        self.api = api
+        self.metrics = metrics
+        self.token = token
+        self.max_body_bytes = max_body_bytes
+        self.executor = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rest")
+        routes: list = []
+        if metrics_path:
+            routes.append((re.escape(metrics_path), _MetricsHandler, {"server": self}))
+        routes.append((r"(?i)/v1/.*", _ApiHandler, {"server": self}))
+        self._app = tornado.web.Application(
+            routes,
+            default_handler_class=_NotFoundHandler,
+            default_handler_args={"server": self},
+            log_function=lambda handler: None,
+        )
+        self._sockets = tornado.netutil.bind_sockets(port, address=host)
+        self.port = self._sockets[0].getsockname()[1]
+        self._ssl_context = ssl_context
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._http: tornado.httpserver.HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._active = 0
+        self._active_lock = threading.Lock()
+
+    def started(self) -> None:
+        with self._active_lock:
+            self._active += 1
+
+    def finished(self) -> None:
+        with self._active_lock:
+            self._active -= 1
+
+    def start(self) -> None:
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="rest", daemon=True)
+        self._thread.start()
+        ready.wait()
+
+    def _run(self, ready: threading.Event) -> None:
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+        self._http = tornado.httpserver.HTTPServer(
+            self._app,
+            ssl_options=self._ssl_context,
+            max_body_size=self.max_body_bytes,
+            xheaders=False,
+        )
+        self._http.add_sockets(self._sockets)
+        self._loop.call_soon(ready.set)
+        self._loop.run_forever()
+        self._loop.close()
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting, let in-flight requests finish (up to ``grace`` s), then close."""
+        if self._loop is None or self._thread is None:
+            return
+        self._loop.call_soon_threadsafe(self._http.stop)
+        deadline = time.monotonic() + grace
+        while self._active and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+        async def close() -> None:
+            await self._http.close_all_connections()
+            self._loop.stop()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop)
+        self._thread.join(timeout=grace + 1)
+        self.executor.shutdown(wait=False, cancel_futures=True)
