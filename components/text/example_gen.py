@@ -1,0 +1,225 @@
+"""Text ingestion as a TFX ExampleGen: review documents -> tf.Examples split 90/10 by text hash.
+
+The executor is a `BaseExampleGenExecutor`, so splitting and writing are TFX's own; it only adds
+the Beam source (`sources.reviews.reviews`) and the cleaning steps. Every dropped record is
+counted with a Beam metric, logged, and stored as an int custom property of the Examples artifact:
+`documents_read`, `undecodable_documents`, `empty_documents`, `duplicate_documents`,
+`examples_written` and `<split>_examples`. It fails, saying so, when fewer than 101 distinct
+documents reach the train split (see MIN_TRAIN_EXAMPLES).
+
+The component is driver-less (like a query-based ExampleGen): its cache key is the source string
+and options, not the folder's content, so re-run without cache after editing a source folder.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import apache_beam as beam
+import tensorflow as tf
+from absl import logging
+from tfx import types
+from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
+from tfx.dsl.components.base import base_beam_component, executor_spec
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils, standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+
+from sources.reviews import Review, reviews
+
+METRICS_NAMESPACE = "genpipe.text_example_gen"
+TEXT_FEATURE = "text"
+SPLITS = (("train", 9), ("eval", 1))  # hash buckets: 90% train, 10% eval
+# SchemaGen (TFDV infer_schema, max_string_domain_size=100) treats a string feature with at most
+# 100 distinct training values as categorical; the eval texts would then all be "anomalies".
+MIN_TRAIN_EXAMPLES = 101
+_BASE_COUNTERS = (
+    "documents_read",
+    "undecodable_documents",
+    "empty_documents",
+    "duplicate_documents",
+    "examples_written",
+)
+
+
+def _counter(name: str) -> beam.metrics.metric.Metrics.DelegatingCounter:
+    return beam.metrics.Metrics.counter(METRICS_NAMESPACE, name)
+
+
+def _count(element: Any, name: str) -> None:
+    _counter(name).inc()
+
+
+def read_documents(source: str, max_documents: int = 0) -> Iterator[Review]:
+    """The first `max_documents` documents of `source` (all when 0), counted as read."""
+    read = _counter("documents_read")
+    documents: Iterable[Review] = reviews(source)
+    if max_documents:
+        documents = itertools.islice(documents, max_documents)
+    for review in documents:
+        read.inc()
+        yield review
+
+
+def is_usable(review: Review) -> bool:
+    """Drops (and counts) undecodable and empty or whitespace-only documents."""
+    if review.text is None:
+        _counter("undecodable_documents").inc()
+        return False
+    if not review.text.strip():
+        _counter("empty_documents").inc()
+        return False
+    return True
+
+
+def first_of_duplicates(keyed: tuple[str, Iterable[Review]]) -> Review:
+    """Keeps one document per distinct text (the smallest origin, so the choice is stable)."""
+    _, copies = keyed
+    copies = list(copies)
+    _counter("duplicate_documents").inc(len(copies) - 1)
+    return min(copies, key=lambda review: review.origin)
+
+
+def to_example(review: Review) -> tf.train.Example:
+    """`text` and `origin` always; `label` when the source has one."""
+    _counter("examples_written").inc()
+
+    def bytes_feature(value: str) -> tf.train.Feature:
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode("utf-8")]))
+
+    features = {TEXT_FEATURE: bytes_feature(review.text), "origin": bytes_feature(review.origin)}
+    if review.label is not None:
+        features["label"] = bytes_feature(review.label)
+    return tf.train.Example(features=tf.train.Features(feature=features))
+
+
+@beam.ptransform_fn
+@beam.typehints.with_input_types(beam.Pipeline)
+@beam.typehints.with_output_types(tf.train.Example)
+def ReviewsToExample(  # noqa: N802 (Beam PTransform naming)
+    pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_pattern: str
+) -> beam.PCollection:
+    """Reads, cleans and deduplicates the documents of `exec_properties['source']`."""
+    del split_pattern  # the source is a parameter, not a file pattern
+    source = exec_properties["source"]
+    max_documents = int(exec_properties.get("max_documents") or 0)
+    return (
+        pipeline
+        | "Source" >> beam.Create([source])
+        | "Read" >> beam.FlatMap(read_documents, max_documents)
+        | "DropUnusable" >> beam.Filter(is_usable)
+        | "KeyByText" >> beam.Map(lambda review: (review.text, review))
+        | "GroupDuplicates" >> beam.GroupByKey()
+        | "KeepOne" >> beam.Map(first_of_duplicates)
+        | "ToExample" >> beam.Map(to_example)
+    )
+
+
+class Executor(BaseExampleGenExecutor):
+    """ExampleGen executor for review text; stores the Beam counters on the Examples artifact."""
+
+    def GetInputSourceToExamplePTransform(self) -> beam.PTransform:  # noqa: N802 (TFX API)
+        return ReviewsToExample
+
+    def GenerateExamplesByBeam(  # noqa: N802 (TFX API)
+        self, pipeline: beam.Pipeline, exec_properties: dict[str, Any]
+    ) -> dict[str, beam.PCollection]:
+        splits = super().GenerateExamplesByBeam(pipeline, exec_properties)
+        for name, examples in splits.items():
+            _ = examples | f"Count[{name}]" >> beam.Map(_count, f"{name}_examples")
+        return splits
+
+    def _make_beam_pipeline(self) -> beam.Pipeline:
+        # Kept so that Do can read the metrics of the finished pipeline (`Pipeline.result`).
+        self._pipeline = super()._make_beam_pipeline()
+        return self._pipeline
+
+    def Do(  # noqa: N802 (TFX API)
+        self,
+        input_dict: dict[str, list[types.Artifact]],
+        output_dict: dict[str, list[types.Artifact]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        super().Do(input_dict, output_dict, exec_properties)
+        examples = artifact_utils.get_single_instance(output_dict["examples"])
+        split_names = artifact_utils.decode_split_names(examples.split_names)
+        counts = counter_values(self._pipeline.result, [f"{s}_examples" for s in split_names])
+        for name, value in counts.items():
+            examples.set_int_custom_property(name, value)
+        examples.set_string_custom_property("source", exec_properties["source"])
+        summary = ", ".join(f"{name}={value}" for name, value in counts.items())
+        logging.info("Text ExampleGen on %s: %s", exec_properties["source"], summary)
+        print(f"  {summary}", flush=True)
+        if counts.get("train_examples", MIN_TRAIN_EXAMPLES) < MIN_TRAIN_EXAMPLES:
+            raise ValueError(
+                f"source {exec_properties['source']!r} gave {counts['train_examples']} distinct "
+                f"training documents; the text pipeline needs at least {MIN_TRAIN_EXAMPLES} "
+                "(fewer make schema inference treat the text as a category). Use a bigger "
+                "source or a larger max_documents."
+            )
+
+
+def counter_values(result: beam.runners.runner.PipelineResult, extra: list[str]) -> dict[str, int]:
+    """Committed values of this module's Beam counters (0 for a counter that never fired)."""
+    values = {name: 0 for name in (*_BASE_COUNTERS, *extra)}
+    query = beam.metrics.MetricsFilter().with_namespace(METRICS_NAMESPACE)
+    for counter in result.metrics().query(query)["counters"]:
+        name = counter.key.metric.name
+        if name in values:
+            committed = counter.committed
+            values[name] += committed if committed is not None else counter.attempted
+    return values
+
+
+class TextExampleGenSpec(types.ComponentSpec):
+    """Parameters of `TextExampleGen` (the two configs are the ones every ExampleGen reads)."""
+
+    PARAMETERS = {
+        "source": ExecutionParameter(type=str),
+        "max_documents": ExecutionParameter(type=int, optional=True),
+        "input_config": ExecutionParameter(type=example_gen_pb2.Input),
+        "output_config": ExecutionParameter(type=example_gen_pb2.Output),
+        "output_data_format": ExecutionParameter(type=int),
+        "output_file_format": ExecutionParameter(type=int),
+    }
+    INPUTS: dict[str, ChannelParameter] = {}
+    OUTPUTS = {"examples": ChannelParameter(type=standard_artifacts.Examples)}
+
+
+class TextExampleGen(base_beam_component.BaseBeamComponent):
+    """Review documents as tf.Examples (`text`, `origin`, `label`), split train/eval 90/10 by a
+    hash of the text, after dropping undecodable, empty and duplicate documents.
+
+    `source` is `offline`, an `aclImdb` folder or a folder of `.txt` files (see
+    `sources.reviews.reviews`); `max_documents` > 0 reads only that many documents.
+    """
+
+    SPEC_CLASS = TextExampleGenSpec
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
+
+    def __init__(self, source: str = "offline", max_documents: int = 0):
+        output_config = example_gen_pb2.Output(
+            split_config=example_gen_pb2.SplitConfig(
+                splits=[
+                    example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=buckets)
+                    for name, buckets in SPLITS
+                ],
+                partition_feature_name=TEXT_FEATURE,
+            )
+        )
+        input_config = example_gen_pb2.Input(
+            splits=[example_gen_pb2.Input.Split(name="single_split", pattern=source)]
+        )
+        super().__init__(
+            TextExampleGenSpec(
+                source=source,
+                max_documents=max_documents,
+                input_config=input_config,
+                output_config=output_config,
+                output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
+                output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+                examples=types.Channel(type=standard_artifacts.Examples),
+            )
+        )

@@ -1,0 +1,144 @@
+"""TFX Trainer `run_fn` for the text LM: fit on Transform's output, export the serving SavedModel.
+
+Settings come from the Trainer's `custom_config` (see `TrainerSettings`). Outputs:
+- `fn_args.serving_model_dir`: SavedModel with `generate`, `serving_default` and `score`
+  (`models.text.export.export_text_lm`), the vocabulary as an asset;
+- `<model>/Format-Keras/lm.keras`: the Keras model, scored by the evaluation component;
+- `fn_args.model_run_dir`: TensorBoard scalars and per-epoch text samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import warnings
+from typing import Any
+
+import keras
+import tensorflow as tf
+import tensorflow_transform as tft
+from absl import logging
+
+from components.text.data import keras_model_path, lm_dataset, vocabulary
+from models.text.callbacks import SampleTextCallback
+from models.text.export import export_text_lm
+from models.text.lm import build_lm, compile_lm
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerSettings:
+    """Model sizes, training schedule and sampling options of one profile."""
+
+    sequence_length: int
+    embed_dim: int
+    latent_dim: int
+    num_heads: int
+    num_layers: int = 1
+    batch_size: int = 64
+    epochs: int = 1
+    steps_per_epoch: int = 0  # 0: one full pass over the training split per epoch
+    learning_rate: float = 1e-3
+    sample_prompt: str = "this movie"
+    sample_temperatures: tuple[float, ...] = (0.2, 0.5, 0.7, 1.0, 1.5)
+    sample_max_tokens: int = 50
+    max_new_tokens: int = 50  # the exported `generate` limit
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, custom_config: dict[str, Any] | None) -> TrainerSettings:
+        """Validates `custom_config` (a JSON round trip of `dataclasses.asdict`)."""
+        config = dict(custom_config or {})
+        fields = {field.name: field for field in dataclasses.fields(cls)}
+        unknown = sorted(set(config) - set(fields))
+        if unknown:
+            raise ValueError(f"Trainer custom_config has unknown keys {unknown}; "
+                             f"allowed: {sorted(fields)}")
+        missing = sorted(
+            name for name, field in fields.items()
+            if field.default is dataclasses.MISSING and name not in config
+        )
+        if missing:
+            raise ValueError(f"Trainer custom_config lacks required keys {missing}")
+        if "sample_temperatures" in config:
+            config["sample_temperatures"] = tuple(config["sample_temperatures"])
+        return cls(**config)
+
+
+class LogSamples(keras.callbacks.Callback):
+    """Logs the texts of a `SampleTextCallback` after each epoch (it must run before this one)."""
+
+    def __init__(self, sampler: SampleTextCallback):
+        super().__init__()
+        self.sampler = sampler
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        for temperature, text in self.sampler.samples.items():
+            logging.info("epoch %d sample at temperature %g: %s", epoch + 1, temperature, text)
+            print(f"  epoch {epoch + 1} T={temperature:g}: {text}", flush=True)
+
+
+def _fit(
+    model: keras.Model,
+    train: tf.data.Dataset,
+    held_out: tf.data.Dataset,
+    settings: TrainerSettings,
+    log_dir: str,
+    sampler: SampleTextCallback,
+) -> None:
+    """Fits with TensorBoard scalars and text samples; a progress bar on a terminal."""
+    model.fit(
+        train,
+        validation_data=held_out,
+        epochs=settings.epochs,
+        steps_per_epoch=settings.steps_per_epoch or None,
+        callbacks=[keras.callbacks.TensorBoard(log_dir=log_dir), sampler, LogSamples(sampler)],
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+
+
+def run_fn(fn_args: Any) -> None:
+    """Trains the Transformer LM on the transformed train split and exports it."""
+    settings = TrainerSettings.from_config(fn_args.custom_config)
+    keras.utils.set_random_seed(settings.seed)
+    transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    words = vocabulary(transform_output)
+    repeat = settings.steps_per_epoch > 0
+    train = lm_dataset(
+        fn_args.train_files, transform_output, settings.batch_size,
+        shuffle_seed=settings.seed, repeat=repeat,
+    )
+    held_out = lm_dataset(fn_args.eval_files, transform_output, settings.batch_size)
+
+    model = build_lm(
+        vocab_size=len(words),
+        sequence_length=settings.sequence_length,
+        embed_dim=settings.embed_dim,
+        latent_dim=settings.latent_dim,
+        num_heads=settings.num_heads,
+        num_layers=settings.num_layers,
+    )
+    compile_lm(model, settings.learning_rate)
+    sampler = SampleTextCallback(
+        words,
+        log_dir=fn_args.model_run_dir,
+        prompt=settings.sample_prompt,
+        temperatures=settings.sample_temperatures,
+        max_tokens=settings.sample_max_tokens,
+        seed=settings.seed,
+    )
+    with warnings.catch_warnings():
+        # Keras warns "Your input ran out of data" at the end of a first epoch over a dataset of
+        # unknown length (TFRecords); each epoch here is meant to be one full pass.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        _fit(model, train, held_out, settings, fn_args.model_run_dir, sampler)
+
+    model_uri = os.path.dirname(fn_args.serving_model_dir.rstrip("/"))
+    keras_path = keras_model_path(model_uri)
+    tf.io.gfile.makedirs(os.path.dirname(keras_path))
+    model.save(keras_path)
+    export_text_lm(
+        model, words, fn_args.serving_model_dir, max_new_tokens=settings.max_new_tokens
+    )
+    logging.info("Exported the text LM (vocabulary %d words) to %s",
+                 len(words), fn_args.serving_model_dir)

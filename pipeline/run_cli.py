@@ -1,0 +1,121 @@
+"""`genpipe run MODEL`: run a model's pipeline locally, or compile it for Kubeflow Pipelines V2.
+
+Each model registers a `Target` in `TARGETS`: a module with `build_pipeline(options,
+for_local_run=...)` returning its tfx Pipeline, and `summarize(summary) -> list[str]` for the
+final report. Modules are imported only when that model runs (TFX import is slow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import os
+import sys
+import warnings
+
+from pipeline.profiles import PROFILE_NAMES
+from pipeline.runner import DEFAULT_IMAGE, RunOptions
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """How `genpipe run NAME` builds one model's pipeline."""
+
+    module: str  # provides build_pipeline(options, for_local_run) and summarize(summary)
+    help: str
+    source_help: str
+
+
+TARGETS: dict[str, Target] = {
+    "text": Target(
+        "pipeline.text",
+        "Transformer language model with temperature sampling (DLwP 12.1)",
+        "offline (bundled movie snippets + clothing reviews, NOT IMDB), an aclImdb folder, "
+        "or a folder of .txt files",
+    ),
+}
+PLANNED_TARGETS = ("vae", "gan", "dream", "style", "fast-style")
+EXIT_FAILED = 1
+EXIT_NOT_BUILT = 3
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Adds `run` to the `genpipe` command line."""
+    names = [*TARGETS, *(name for name in PLANNED_TARGETS if name not in TARGETS)]
+    parser = subparsers.add_parser(
+        "run",
+        help="run a model's TFX pipeline locally (or compile it for Kubeflow)",
+        description="Run a model's TFX pipeline with LocalDagRunner: ML Metadata and artifacts "
+        "under --root, pushed SavedModels under ROOT/serving/<model>/<version>/. "
+        "Models: " + "; ".join(f"{name}: {t.help}" for name, t in TARGETS.items()),
+    )
+    parser.add_argument("model", metavar="MODEL", nargs="?", help=f"one of: {', '.join(names)}")
+    parser.add_argument(
+        "--profile", default="demo",
+        help=f"settings profile, one of: {', '.join(PROFILE_NAMES)} (default: demo)",
+    )
+    parser.add_argument("--root", default="runs", help="folder for metadata, artifacts and "
+                        "served models (default: runs/)")
+    parser.add_argument("--source", "--dataset", dest="source", default="offline",
+                        help="training data; for text: " + TARGETS["text"].source_help
+                        + "; for vae and gan: mnist, fashion_mnist or a folder (not built yet)"
+                        + " (default: offline)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="re-run every component instead of reusing cached results")
+    parser.add_argument("--compile-only", metavar="FILE.json",
+                        help="write the Kubeflow Pipelines V2 JSON to FILE.json instead of running")
+    parser.add_argument("--image", default=DEFAULT_IMAGE,
+                        help=f"container image for --compile-only (default: {DEFAULT_IMAGE})")
+    parser.set_defaults(handler=run_command)
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"genpipe run: {message}", file=sys.stderr)
+    return code
+
+
+def _quiet_libraries() -> None:
+    """Hides TensorFlow's C++ info lines and the Google client libraries' version warnings."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Validates the arguments, then runs or compiles the pipeline; returns the exit code."""
+    if args.model is None:
+        return _fail(f"MODEL is missing; allowed: {', '.join([*TARGETS, *PLANNED_TARGETS])}")
+    if args.model in PLANNED_TARGETS and args.model not in TARGETS:
+        return _fail(f"model {args.model!r} has no pipeline yet in this version; "
+                     f"available: {', '.join(TARGETS)}", EXIT_NOT_BUILT)
+    if args.model not in TARGETS:
+        return _fail(f"MODEL {args.model!r} is unknown; allowed: "
+                     f"{', '.join([*TARGETS, *PLANNED_TARGETS])}")
+    if args.profile not in PROFILE_NAMES:
+        return _fail(f"--profile {args.profile!r} is unknown; allowed: {', '.join(PROFILE_NAMES)}")
+    _quiet_libraries()
+    target = importlib.import_module(TARGETS[args.model].module)
+    options = RunOptions(
+        profile=args.profile, root=args.root, source=args.source, enable_cache=not args.no_cache
+    )
+    local = args.compile_only is None
+    try:
+        pipeline = target.build_pipeline(options, for_local_run=local)
+    except ValueError as error:
+        return _fail(str(error))
+
+    from pipeline import runner
+
+    if not local:
+        path = runner.compile_kubeflow(pipeline, args.compile_only, image=args.image)
+        print(f"genpipe run: wrote the Kubeflow V2 pipeline spec {path} (image {args.image})")
+        return 0
+    try:
+        summary = runner.run_local(pipeline)
+    except Exception as error:  # noqa: BLE001 (report any component failure, then exit non-zero)
+        return _fail(f"pipeline {pipeline.pipeline_info.pipeline_name} failed: "
+                     f"{type(error).__name__}: {error}", EXIT_FAILED)
+    print(f"genpipe run: {summary.pipeline_name} finished in {summary.seconds:.0f} s")
+    for line in target.summarize(summary):
+        print(f"  {line}")
+    return 0

@@ -1,0 +1,78 @@
+"""`genpipe status`: model versions, their metrics and lineage, and which one is live."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Adds `status` to the `genpipe` command line."""
+    parser = subparsers.add_parser(
+        "status", help="list model versions, their metrics and lineage, and which one is live"
+    )
+    parser.add_argument(
+        "--root", default="runs", help="the --root of `genpipe run` (default: runs/)"
+    )
+    parser.add_argument(
+        "--server", help="host:port of a model server to ask which versions are live"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for the server"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(handler=status_command)
+
+
+def _state(status) -> str:
+    if status.partial:
+        return "being pushed"
+    if status.server_state:
+        return {"AVAILABLE": "LIVE"}.get(status.server_state, status.server_state.lower())
+    if status.server_error:
+        return "not served"
+    return "on disk" if status.on_disk else "deleted"
+
+
+def status_command(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from pipeline.status import model_status
+
+    statuses = model_status(args.root, args.server, timeout=args.timeout)
+    if args.json:
+        print(json.dumps([{**dataclasses.asdict(s), "live": s.live} for s in statuses], indent=2))
+        return 0
+    if not statuses:
+        print(f"no pushed models under {args.root}; run `genpipe run MODEL --root {args.root}`")
+        return 0
+    rows = [
+        [
+            s.model,
+            s.version,
+            _state(s),
+            s.pushed_at,
+            s.pipeline,
+            ", ".join(f"{k}={v:.4g}" for k, v in sorted(s.metrics.items())),
+            s.trained_on,
+        ]
+        for s in statuses
+    ]
+    print(
+        tabulate(
+            rows,
+            headers=[
+                "model",
+                "version",
+                "state",
+                "pushed (UTC)",
+                "pipeline",
+                "metrics",
+                "trained on",
+            ],
+        )
+    )
+    if args.server is None:
+        print("\n(pass --server host:port to see which versions a model server has live)")
+    return 0
