@@ -25,6 +25,7 @@ class Target:
     module: str  # provides build_pipeline(options, for_local_run) and summarize(summary)
     help: str
     source_help: str
+    extra_options: tuple[str, ...] = ()  # argparse names passed on to build_pipeline by keyword
 
 
 TARGETS: dict[str, Target] = {
@@ -33,6 +34,18 @@ TARGETS: dict[str, Target] = {
         "Transformer language model with temperature sampling (DLwP 12.1)",
         "offline (bundled movie snippets + clothing reviews, NOT IMDB), an aclImdb folder, "
         "or a folder of .txt files",
+    ),
+    "vae": Target(
+        "pipeline.vae",
+        "variational autoencoder with a 2-D latent space of digits (DLwP 12.4)",
+        "mnist (default, also 'offline'), fashion_mnist, a folder of IDX files, "
+        "or a folder of JPEG/PNG images",
+    ),
+    "gan": Target(
+        "pipeline.gan",
+        "DCGAN: digits offline, 64x64 faces from a CelebA folder (DLwP 12.5)",
+        "mnist (default, also 'offline'), fashion_mnist, a folder of IDX files, "
+        "or a folder of JPEG/PNG images such as CelebA's img_align_celeba",
     ),
 }
 PLANNED_TARGETS = ("vae", "gan", "dream", "style", "fast-style")
@@ -59,8 +72,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "served models (default: runs/)")
     parser.add_argument("--source", "--dataset", dest="source", default="offline",
                         help="training data; for text: " + TARGETS["text"].source_help
-                        + "; for vae and gan: mnist, fashion_mnist or a folder (not built yet)"
+                        + "; for vae and gan: " + TARGETS["vae"].source_help
                         + " (default: offline)")
+    parser.add_argument("--style", default=None, metavar="IMAGE",
+                        help="fast-style only: the style image, a painting name (starry_night, "
+                        "scream), a texture (brick, grass, gravel) or an image path "
+                        "(default: starry_night)")
     parser.add_argument("--no-cache", action="store_true",
                         help="re-run every component instead of reusing cached results")
     parser.add_argument("--compile-only", metavar="FILE.json",
@@ -93,6 +110,9 @@ def run_command(args: argparse.Namespace) -> int:
                      f"{', '.join([*TARGETS, *PLANNED_TARGETS])}")
     if args.profile not in PROFILE_NAMES:
         return _fail(f"--profile {args.profile!r} is unknown; allowed: {', '.join(PROFILE_NAMES)}")
+    extras = {name: getattr(args, name, None) for name in TARGETS[args.model].extra_options}
+    if getattr(args, "style", None) is not None and "style" not in extras:
+        return _fail(f"--style applies only to fast-style, not to {args.model!r}")
     _quiet_libraries()
     target = importlib.import_module(TARGETS[args.model].module)
     options = RunOptions(
@@ -100,7 +120,7 @@ def run_command(args: argparse.Namespace) -> int:
     )
     local = args.compile_only is None
     try:
-        pipeline = target.build_pipeline(options, for_local_run=local)
+        pipeline = target.build_pipeline(options, for_local_run=local, **extras)
     except ValueError as error:
         return _fail(str(error))
 

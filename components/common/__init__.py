@@ -1,0 +1,1 @@
+"""Pieces shared by every model's TFX components: counted ExampleGen executors, blessing."""

@@ -1,0 +1,115 @@
+"""Blessing a trained model and recording the evaluation, shared by the evaluation components.
+
+A model is blessed when every `Check` passes: typically the held-out metric beats a profile
+threshold, and is no worse than `(1 + tolerance)` x the metric stored on the latest blessing
+(resolved by `LatestBlessedModelStrategy`), when there is one. The ModelBlessing carries
+`blessed` and `current_model_id` (the keys that strategy reads) plus the metric, so the next run
+finds its baseline there. A cached re-run scores the same model again (it is then its own
+baseline); `components.push` does not push a model identical to the latest version twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tfx.dsl.io import fileio
+
+METRICS_FILE = "metrics.json"
+BLESSED = "blessed"
+CURRENT_MODEL_ID = "current_model_id"  # the keys LatestBlessedModelStrategy reads
+BLESSING_MESSAGE = "blessing_message"
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One blessing criterion: whether it held, and a sentence saying what was compared."""
+
+    passed: bool
+    text: str
+
+
+def at_most(name: str, value: float, limit: float, what: str = "threshold") -> Check:
+    """`value <= limit` (lower is better)."""
+    return Check(value <= limit, f"{name} {value:.4g} <= {what} {limit:.4g}")
+
+
+def no_worse_than_baseline(
+    name: str, value: float, baseline: float | None, tolerance: float
+) -> Check | None:
+    """`value <= (1 + tolerance) x |baseline|` above the baseline (lower is better); None
+    without a baseline. The margin uses |baseline| so it also works for values near 0."""
+    if baseline is None:
+        return None
+    limit = baseline + tolerance * abs(baseline)
+    return Check(
+        value <= limit,
+        f"{name} {value:.4g} <= last blessed {baseline:.4g} + {tolerance:.0%} = {limit:.4g}",
+    )
+
+
+def decide(checks: Sequence[Check | None]) -> tuple[bool, str]:
+    """(blessed, message): the message names every failed check, or every check when all pass."""
+    checks = [check for check in checks if check is not None]
+    failed = [check.text for check in checks if not check.passed]
+    if failed:
+        return False, "not blessed: failed " + "; ".join(failed)
+    return True, "blessed: " + "; ".join(check.text for check in checks)
+
+
+def baseline_metric(baseline_blessing: Any, metric: str) -> tuple[int | None, float | None]:
+    """(model id, metric value) stored on the latest blessing, or (None, None) without one."""
+    if baseline_blessing is None:
+        return None, None
+    return (
+        baseline_blessing.get_int_custom_property(CURRENT_MODEL_ID),
+        baseline_blessing.get_float_custom_property(metric),
+    )
+
+
+def set_properties(artifact: Any, values: Mapping[str, Any]) -> None:
+    """Ints (and bools) as int properties, floats as float properties, the rest as strings."""
+    for name, value in values.items():
+        if isinstance(value, int):  # bool too
+            artifact.set_int_custom_property(name, int(value))
+        elif isinstance(value, float):
+            artifact.set_float_custom_property(name, value)
+        elif value is not None:
+            artifact.set_string_custom_property(name, str(value))
+
+
+def record(
+    *,
+    evaluation: Any,
+    blessing: Any,
+    model: Any,
+    metrics: Mapping[str, float | int],
+    blessed: bool,
+    message: str,
+    report: Mapping[str, Any] = {},  # noqa: B006 (read only)
+) -> dict[str, Any]:
+    """Writes `metrics.json` (metrics + `report` + decision) into the ModelEvaluation, sets the
+    metrics as properties of both artifacts, and marks the ModelBlessing (BLESSED/NOT_BLESSED
+    file and properties). Returns the written report."""
+    written = {
+        **metrics, **report, "model_id": model.id, BLESSED: blessed, BLESSING_MESSAGE: message,
+    }
+    fileio.makedirs(evaluation.uri)
+    with fileio.open(os.path.join(evaluation.uri, METRICS_FILE), "w") as f:
+        f.write(json.dumps(written, indent=2))
+    set_properties(evaluation, {**metrics, BLESSED: blessed})
+    set_properties(blessing, {
+        **metrics,
+        BLESSED: blessed,
+        CURRENT_MODEL_ID: model.id,
+        "current_model": model.uri,
+        "baseline_model_id": report.get("baseline_model_id"),
+        BLESSING_MESSAGE: message,
+    })
+    fileio.makedirs(blessing.uri)
+    with fileio.open(os.path.join(blessing.uri, "BLESSED" if blessed else "NOT_BLESSED"), "w") as f:
+        f.write(message + "\n")
+    return written

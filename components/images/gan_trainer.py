@@ -1,0 +1,83 @@
+"""TFX Trainer `run_fn` of the DCGAN (DLwP 12.5): fit on Transform's images, export the generator.
+
+The generator's shape follows the data (28x28x1 digits, 64x64x3 faces). Settings come from the
+Trainer's `custom_config` (`GanTrainerSettings`). Outputs:
+- `fn_args.serving_model_dir`: SavedModel with `generate` (= `serving_default`) and `decode`
+  (`models.image_exports.export_gan`);
+- `<model>/Format-Keras/generator.keras`: the Keras generator, scored by the evaluation component;
+- `fn_args.model_run_dir`: TensorBoard d_loss/g_loss scalars; `samples/` holds a PNG grid of
+  generations from fixed latent points per epoch and the same grids as TensorBoard images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import keras
+import tensorflow as tf
+import tensorflow_transform as tft
+from absl import logging
+
+from components.common.config import settings_from_config
+from components.images.data import image_dataset, image_shape, keras_model_path, model_uri_of
+from models.gan import GANMonitor, build_gan
+from models.image_exports import export_gan
+
+KERAS_FILE = "generator.keras"
+SAMPLES_DIR = "samples"
+
+
+@dataclasses.dataclass(frozen=True)
+class GanTrainerSettings:
+    """Model size and training schedule of one profile."""
+
+    latent_dim: int = 128
+    width: float = 1.0  # scales every filter count of both networks (1 = the chapter's)
+    batch_size: int = 32
+    epochs: int = 100
+    steps_per_epoch: int = 0  # 0: one full pass over the training split per epoch
+    learning_rate: float = 1e-4
+    adam_beta_1: float = 0.9  # the chapter keeps Adam's default; 0.5 (DCGAN paper) is steadier
+    sample_images: int = 16  # generations in the per-epoch sample grid
+    seed: int = 0
+
+
+def adam(settings: GanTrainerSettings) -> keras.optimizers.Adam:
+    """One network's optimizer (`build_gan` compiles with Adam's default beta_1 of 0.9)."""
+    return keras.optimizers.Adam(settings.learning_rate, beta_1=settings.adam_beta_1)
+
+
+def run_fn(fn_args: Any) -> None:
+    """Trains the DCGAN on the transformed train split and exports its generator."""
+    settings = settings_from_config(GanTrainerSettings, fn_args.custom_config)
+    keras.utils.set_random_seed(settings.seed)
+    transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    shape = image_shape(transform_output)
+    repeat = settings.steps_per_epoch > 0
+    train = image_dataset(fn_args.train_files, transform_output, settings.batch_size,
+                          shuffle_seed=settings.seed, repeat=repeat)
+
+    gan = build_gan(shape, settings.latent_dim, settings.width, seed=settings.seed)
+    gan.compile(d_optimizer=adam(settings), g_optimizer=adam(settings),
+                loss_fn=keras.losses.BinaryCrossentropy())
+    samples = os.path.join(fn_args.model_run_dir, SAMPLES_DIR)
+    gan.fit(
+        train,
+        epochs=settings.epochs,
+        steps_per_epoch=settings.steps_per_epoch or None,
+        callbacks=[
+            keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
+            GANMonitor(output_dir=samples, log_dir=samples, num_images=settings.sample_images,
+                       seed=settings.seed),
+        ],
+        verbose=2,
+    )
+
+    keras_path = keras_model_path(model_uri_of(fn_args.serving_model_dir), KERAS_FILE)
+    tf.io.gfile.makedirs(os.path.dirname(keras_path))
+    gan.generator.save(keras_path)
+    info = export_gan(gan.generator, fn_args.serving_model_dir)
+    logging.info("Exported the DCGAN generator (latent %d, images %s, signatures %s) to %s",
+                 settings.latent_dim, shape, info["signatures"], fn_args.serving_model_dir)

@@ -1,0 +1,163 @@
+"""The image-generator pipelines (VAE, DCGAN) as one pure `create_pipeline` factory.
+
+ImageExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> AnomalyGate
+-> Transform (pixels to [0, 1]) -> Trainer (VAE or DCGAN run_fn) -> VaeEvaluator / GanEvaluator
+(with the latest blessed model as baseline) -> Pusher (atomic, to `<serving_dir>/<version>/`).
+`pipeline.vae` and `pipeline.gan` are the `genpipe run vae|gan` targets built on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from components.images.dataset import check_dataset, image_shape
+from pipeline.profiles import GanProfile, VaeProfile
+from pipeline.runner import RootLayout, RunOptions, RunSummary
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageModel:
+    """What differs between the VAE and the DCGAN pipelines."""
+
+    name: str  # the serving name (DESIGN.md contract) and the pipeline name's prefix
+    run_fn: str
+    evaluator: str  # the evaluation component's class in components.images.evaluate
+
+
+VAE = ImageModel("vae", "components.images.vae_trainer.run_fn", "VaeEvaluator")
+GAN = ImageModel("gan", "components.images.gan_trainer.run_fn", "GanEvaluator")
+PREPROCESSING_FN = "components.images.transform.preprocessing_fn"
+
+
+def pipeline_name(model: ImageModel, profile: VaeProfile | GanProfile) -> str:
+    """One pipeline (and MLMD context) per model and profile: baselines compare like with like."""
+    return f"{model.name}-{profile.name}"
+
+
+def create_pipeline(
+    *,
+    model: ImageModel,
+    pipeline_name: str,
+    pipeline_root: str,
+    serving_dir: str,
+    profile: VaeProfile | GanProfile,
+    dataset: str = "mnist",
+    metadata_connection_config: Any = None,
+    beam_pipeline_args: Sequence[str] = (),
+    enable_cache: bool = True,
+) -> Any:
+    """The TFX pipeline of `model` for `profile` (no side effects; returns a tfx Pipeline)."""
+    from tfx import v1 as tfx
+    from tfx.dsl.components.base import executor_spec
+
+    from components.data_validation import AnomalyGate
+    from components.images import evaluate
+    from components.images.example_gen import ImageExampleGen
+    from components.push import AtomicPushExecutor
+
+    shape = image_shape(dataset, profile.folder_shape())
+    example_gen = ImageExampleGen(dataset=dataset, image_shape=shape,
+                                  max_images=profile.max_images)
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    schema_gen = tfx.components.SchemaGen(
+        statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True
+    )
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    )
+    anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"])
+    height, width, channels = shape
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn=PREPROCESSING_FN,
+        custom_config={"image_height": height, "image_width": width, "image_channels": channels},
+        disable_statistics=True,  # StatisticsGen already describes the data
+        disable_analyzer_cache=True,  # no analyzers: nothing to reuse
+    )
+    transform.add_upstream_node(anomaly_gate)
+    trainer = tfx.components.Trainer(
+        run_fn=model.run_fn,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        train_args=tfx.proto.TrainArgs(splits=["train"]),
+        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        custom_config=profile.trainer_config(),
+    )
+    latest_blessed = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    evaluator = getattr(evaluate, model.evaluator)(
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        model=trainer.outputs["model"],
+        baseline_blessing=latest_blessed.outputs["model_blessing"],
+        **profile.evaluator_parameters(),
+    )
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)
+        ),
+        custom_executor_spec=executor_spec.ExecutorClassSpec(AtomicPushExecutor),
+    )
+    return tfx.dsl.Pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        components=[
+            example_gen, statistics_gen, schema_gen, example_validator, anomaly_gate,
+            transform, trainer, latest_blessed, evaluator, pusher,
+        ],
+        enable_cache=enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(beam_pipeline_args),
+    )
+
+
+def build_pipeline(
+    model: ImageModel, profile: VaeProfile | GanProfile, options: RunOptions, *,
+    for_local_run: bool = True,
+) -> Any:
+    """The pipeline for `genpipe run vae|gan` options, laid out under the root.
+
+    `options.source` is the `--dataset` (`offline` means MNIST).
+    """
+    dataset = check_dataset(options.source, must_exist=for_local_run)
+    layout = RootLayout(options.root)
+    name = pipeline_name(model, profile)
+    return create_pipeline(
+        model=model,
+        pipeline_name=name,
+        pipeline_root=layout.pipeline_root(name),
+        serving_dir=layout.serving_dir(model.name),
+        profile=profile,
+        dataset=dataset,
+        metadata_connection_config=layout.metadata_config() if for_local_run else None,
+        beam_pipeline_args=options.beam_pipeline_args,
+        enable_cache=options.enable_cache,
+    )
+
+
+def summary_lines(summary: RunSummary, metric_line: str, evaluator: str) -> list[str]:
+    """Component states, data counts, `metric_line`, the blessing and where the model is served."""
+    states = [run.state for run in summary.components.values()]
+    lines = [f"{len(states)} components: {states.count('COMPLETE')} executed, "
+             f"{states.count('CACHED')} from cache"]
+    examples = summary.output("ImageExampleGen", "examples").properties
+    lines.append(
+        "data: {source} as {image_shape} images: {images_read} read, {corrupt_images} "
+        "unreadable skipped; {train_examples} train / {eval_examples} eval examples".format(
+            **examples)
+    )
+    blessing = summary.output(evaluator, "blessing").properties
+    lines.append(metric_line.format(**blessing))
+    lines.append(blessing["blessing_message"])
+    pushed = summary.output("Pusher", "pushed_model").properties
+    lines.append(f"served from {pushed['pushed_destination']}" if pushed.get("pushed")
+                 else "not pushed")
+    return lines
