@@ -47,15 +47,29 @@ TARGETS: dict[str, Target] = {
         "mnist (default, also 'offline'), fashion_mnist, a folder of IDX files, "
         "or a folder of JPEG/PNG images such as CelebA's img_align_celeba",
     ),
+    "dream": Target(
+        "pipeline.dream",
+        "DeepDream exported from ImageNet InceptionV3 weights (DLwP 12.2)",
+        "none (no training data)",
+    ),
+    "style": Target(
+        "pipeline.style",
+        "Gatys neural style transfer exported from ImageNet VGG19 weights (DLwP 12.3)",
+        "none (no training data)",
+    ),
+    "fast-style": Target(
+        "pipeline.fast_style",
+        "fast style network trained on content photos for one --style image",
+        "offline (bundled skimage + darknet photos) or a folder of JPEG/PNG photos",
+        extra_options=("style",),
+    ),
 }
-PLANNED_TARGETS = ("vae", "gan", "dream", "style", "fast-style")
 EXIT_FAILED = 1
-EXIT_NOT_BUILT = 3
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds `run` to the `genpipe` command line."""
-    names = [*TARGETS, *(name for name in PLANNED_TARGETS if name not in TARGETS)]
+    names = list(TARGETS)
     parser = subparsers.add_parser(
         "run",
         help="run a model's TFX pipeline locally (or compile it for Kubeflow)",
@@ -73,6 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--source", "--dataset", dest="source", default="offline",
                         help="training data; for text: " + TARGETS["text"].source_help
                         + "; for vae and gan: " + TARGETS["vae"].source_help
+                        + "; for fast-style: " + TARGETS["fast-style"].source_help
                         + " (default: offline)")
     parser.add_argument("--style", default=None, metavar="IMAGE",
                         help="fast-style only: the style image, a painting name (starry_night, "
@@ -101,13 +116,9 @@ def _quiet_libraries() -> None:
 def run_command(args: argparse.Namespace) -> int:
     """Validates the arguments, then runs or compiles the pipeline; returns the exit code."""
     if args.model is None:
-        return _fail(f"MODEL is missing; allowed: {', '.join([*TARGETS, *PLANNED_TARGETS])}")
-    if args.model in PLANNED_TARGETS and args.model not in TARGETS:
-        return _fail(f"model {args.model!r} has no pipeline yet in this version; "
-                     f"available: {', '.join(TARGETS)}", EXIT_NOT_BUILT)
+        return _fail(f"MODEL is missing; allowed: {', '.join(TARGETS)}")
     if args.model not in TARGETS:
-        return _fail(f"MODEL {args.model!r} is unknown; allowed: "
-                     f"{', '.join([*TARGETS, *PLANNED_TARGETS])}")
+        return _fail(f"MODEL {args.model!r} is unknown; allowed: {', '.join(TARGETS)}")
     if args.profile not in PROFILE_NAMES:
         return _fail(f"--profile {args.profile!r} is unknown; allowed: {', '.join(PROFILE_NAMES)}")
     extras = {name: getattr(args, name, None) for name in TARGETS[args.model].extra_options}

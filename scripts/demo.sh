@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 export TF_CPP_MIN_LOG_LEVEL=2
 GENPIPE=.venv/bin/genpipe
 ROOT="${GENPIPE_DEMO_ROOT:-runs/demo}"
+export GENPIPE_DEMO_ROOT="$ROOT"
 PORT="${GENPIPE_DEMO_PORT:-8500}"
 SERVER="127.0.0.1:$PORT"
 mkdir -p out "$ROOT"
@@ -18,8 +19,10 @@ $GENPIPE assets
 
 step "text: reviews -> Transformer LM (demo profile; the offline corpus is NOT IMDB)"
 $GENPIPE run text --profile demo --root "$ROOT"
-[ -x scripts/demo_images.sh ] && { step "images: VAE and DCGAN"; ROOT="$ROOT" bash scripts/demo_images.sh; }
-[ -x scripts/demo_dream_style.sh ] && { step "DeepDream and style transfer"; ROOT="$ROOT" bash scripts/demo_dream_style.sh; }
+step "images: VAE and DCGAN on MNIST"
+bash scripts/demo_images.sh
+step "DeepDream and style transfer from ImageNet weights"
+ROOT="$ROOT" bash scripts/demo_dream_style.sh
 
 step "serving $ROOT/serving on $SERVER"
 $GENPIPE serve --models_root "$ROOT/serving" --port "$PORT" --rest_api_port 0 &
@@ -50,6 +53,13 @@ for kind in digits faces; do
     $GENPIPE generate "$kind" -n 16 --seed 1 -o "$file" --server "$SERVER"
   fi
 done
+
+if [ -d "$ROOT/serving/deepdream" ]; then
+  .venv/bin/python -c "from PIL import Image; from sources.photos import photo; \
+Image.fromarray(photo('coffee')).save('out/coffee.jpg', quality=95)"
+  $GENPIPE generate dream out/coffee.jpg --iterations 10 --octaves 3 -o out/served_dream.png \
+    --server "$SERVER" --timeout 600
+fi
 
 step "model versions"
 $GENPIPE status --root "$ROOT" --server "$SERVER"

@@ -57,16 +57,6 @@ def test_a_failing_component_is_named_and_the_run_exits_non_zero(tmp_path, capsy
     assert "needs at least 101" in captured.err and "Use a bigger source" in captured.err
 
 
-def test_models_without_pipeline_yet_say_so(capsys, tmp_path):
-    from pipeline.run_cli import PLANNED_TARGETS, TARGETS
-
-    unbuilt = [name for name in PLANNED_TARGETS if name not in TARGETS]
-    if not unbuilt:
-        pytest.skip("every planned model has a pipeline now")
-    assert cli.main(["run", unbuilt[0], "--profile", "smoke", "--root", str(tmp_path)]) == 3
-    assert "no pipeline yet" in capsys.readouterr().err
-
-
 def test_profiles_are_data_and_book_matches_the_chapter():
     assert set(TEXT_PROFILES) == set(PROFILE_NAMES)
     book = TEXT_PROFILES["book"]

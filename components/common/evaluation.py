@@ -32,22 +32,25 @@ class Check:
     text: str
 
 
-def at_most(name: str, value: float, limit: float, what: str = "threshold") -> Check:
-    """`value <= limit` (lower is better)."""
-    return Check(value <= limit, f"{name} {value:.4g} <= {what} {limit:.4g}")
+def at_most(
+    name: str, value: float, limit: float, what: str = "threshold", fmt: str = ".4g"
+) -> Check:
+    """`value <= limit` (lower is better); `fmt` formats both numbers."""
+    return Check(value <= limit, f"{name} {value:{fmt}} <= {what} {limit:{fmt}}")
 
 
 def no_worse_than_baseline(
-    name: str, value: float, baseline: float | None, tolerance: float
+    name: str, value: float, baseline: float | None, tolerance: float, fmt: str = ".4g"
 ) -> Check | None:
     """`value <= (1 + tolerance) x |baseline|` above the baseline (lower is better); None
-    without a baseline. The margin uses |baseline| so it also works for values near 0."""
+    without a baseline. The margin uses |baseline| so it also works for values near 0; `fmt`
+    formats the numbers."""
     if baseline is None:
         return None
     limit = baseline + tolerance * abs(baseline)
     return Check(
         value <= limit,
-        f"{name} {value:.4g} <= last blessed {baseline:.4g} + {tolerance:.0%} = {limit:.4g}",
+        f"{name} {value:{fmt}} <= last blessed {baseline:{fmt}} + {tolerance:.0%} = {limit:{fmt}}",
     )
 
 
@@ -90,10 +93,21 @@ def record(
     blessed: bool,
     message: str,
     report: Mapping[str, Any] = {},  # noqa: B006 (read only)
+    blessing_metrics: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Writes `metrics.json` (metrics + `report` + decision) into the ModelEvaluation, sets the
-    metrics as properties of both artifacts, and marks the ModelBlessing (BLESSED/NOT_BLESSED
-    file and properties). Returns the written report."""
+    metrics as properties of both artifacts (of the ModelBlessing: only `blessing_metrics`, when
+    given), and marks the ModelBlessing (BLESSED/NOT_BLESSED file and properties). Returns the
+    written report."""
+    if blessing_metrics is not None:
+        unknown = sorted(set(blessing_metrics) - set(metrics))
+        if unknown:
+            raise ValueError(f"blessing_metrics {unknown} are not among the metrics "
+                             f"{sorted(metrics)}")
+    on_blessing = {
+        name: value for name, value in metrics.items()
+        if blessing_metrics is None or name in blessing_metrics
+    }
     written = {
         **metrics, **report, "model_id": model.id, BLESSED: blessed, BLESSING_MESSAGE: message,
     }
@@ -102,7 +116,7 @@ def record(
         f.write(json.dumps(written, indent=2))
     set_properties(evaluation, {**metrics, BLESSED: blessed})
     set_properties(blessing, {
-        **metrics,
+        **on_blessing,
         BLESSED: blessed,
         CURRENT_MODEL_ID: model.id,
         "current_model": model.uri,

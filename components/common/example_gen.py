@@ -45,7 +45,8 @@ class CountingExampleGenExecutor(BaseExampleGenExecutor):
     """A `BaseExampleGenExecutor` that stores its Beam counters on the Examples artifact.
 
     Subclasses set `METRICS_NAMESPACE` and `COUNTERS`, implement
-    `GetInputSourceToExamplePTransform`, and may add string properties with `string_properties`.
+    `GetInputSourceToExamplePTransform`, may add string properties with `string_properties`,
+    and may report or refuse the counts with `after_counting`.
     """
 
     METRICS_NAMESPACE: ClassVar[str] = ""
@@ -54,6 +55,10 @@ class CountingExampleGenExecutor(BaseExampleGenExecutor):
     def string_properties(self, exec_properties: dict[str, Any]) -> dict[str, str]:
         """Extra string custom properties of the Examples artifact (none by default)."""
         return {}
+
+    def after_counting(self, counts: dict[str, int], exec_properties: dict[str, Any]) -> None:
+        """Called with the stored counts (counters, then `<split>_examples`): may report them,
+        or raise to fail the component (nothing by default)."""
 
     def GenerateExamplesByBeam(  # noqa: N802 (TFX API)
         self, pipeline: beam.Pipeline, exec_properties: dict[str, Any]
@@ -89,3 +94,4 @@ class CountingExampleGenExecutor(BaseExampleGenExecutor):
             "%s: %s", type(self).__name__,
             ", ".join(f"{name}={value}" for name, value in counts.items()),
         )
+        self.after_counting(counts, exec_properties)

@@ -11,19 +11,18 @@ A cached re-run scores the same model again (it is then its own baseline); the P
 (`components.push`) does not push a model identical to the latest pushed version again.
 
 Results: `metrics.json` and custom properties on the ModelEvaluation artifact, and the decision
-(`blessed`, `current_model_id`, `perplexity`, `blessing_message`, ...) on the ModelBlessing.
+(`blessed`, `current_model_id`, `perplexity`, `blessing_message`, ...) on the ModelBlessing
+(`components.common.evaluation`).
 """
 
 # No `from __future__ import annotations`: the @component decorator reads the real type hints.
 
 import dataclasses
-import json
 import os
 
 from absl import logging
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
-from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 from tfx.types.standard_artifacts import (
     Examples,
@@ -33,9 +32,8 @@ from tfx.types.standard_artifacts import (
     TransformGraph,
 )
 
-METRICS_FILE = "metrics.json"
-BLESSED = "blessed"
-CURRENT_MODEL_ID = "current_model_id"  # the keys LatestBlessedModelStrategy reads
+from components.common import evaluation as common
+
 PERPLEXITY = "perplexity"
 UNIGRAM_PERPLEXITY = "unigram_perplexity"
 
@@ -57,29 +55,21 @@ def blessing_decision(
 ) -> tuple[bool, str]:
     """(blessed, message): the message names every criterion that failed, or all that passed."""
     checks = [
-        (
+        common.Check(
             perplexity < criteria.perplexity_threshold,
             f"perplexity {perplexity:.2f} < threshold {criteria.perplexity_threshold:g}",
         )
     ]
     if criteria.max_unigram_ratio > 0:
-        limit = criteria.max_unigram_ratio * unigram_perplexity
-        checks.append((
-            perplexity <= limit,
-            f"perplexity {perplexity:.2f} <= {criteria.max_unigram_ratio:g} x unigram "
-            f"perplexity {unigram_perplexity:.2f} = {limit:.2f}",
+        checks.append(common.at_most(
+            "perplexity", perplexity, criteria.max_unigram_ratio * unigram_perplexity,
+            f"{criteria.max_unigram_ratio:g} x unigram perplexity {unigram_perplexity:.2f} =",
+            fmt=".2f",
         ))
-    if baseline_perplexity is not None:
-        limit = (1 + criteria.baseline_tolerance) * baseline_perplexity
-        checks.append((
-            perplexity <= limit,
-            f"perplexity {perplexity:.2f} <= last blessed {baseline_perplexity:.2f} "
-            f"+ {criteria.baseline_tolerance:.0%} = {limit:.2f}",
-        ))
-    failed = [text for passed, text in checks if not passed]
-    if failed:
-        return False, "not blessed: failed " + "; ".join(failed)
-    return True, "blessed: " + "; ".join(text for _, text in checks)
+    checks.append(common.no_worse_than_baseline(
+        "perplexity", perplexity, baseline_perplexity, criteria.baseline_tolerance, fmt=".2f"
+    ))
+    return common.decide(checks)
 
 
 def score_model(
@@ -113,16 +103,6 @@ def score_model(
     }
 
 
-def _set_properties(artifact, values: dict) -> None:
-    for name, value in values.items():
-        if isinstance(value, int):  # bool too
-            artifact.set_int_custom_property(name, int(value))
-        elif isinstance(value, float):
-            artifact.set_float_custom_property(name, value)
-        elif value is not None:
-            artifact.set_string_custom_property(name, str(value))
-
-
 @component
 def TextLmEvaluator(  # noqa: N802 (TFX component names are classes)
     examples: InputArtifact[Examples],
@@ -138,11 +118,7 @@ def TextLmEvaluator(  # noqa: N802 (TFX component names are classes)
 ):
     """Scores the model on the transformed eval split and blesses it (see the module docstring)."""
     criteria = Criteria(perplexity_threshold, baseline_tolerance, max_unigram_ratio)
-    baseline_id = baseline_perplexity = None
-    if baseline_blessing is not None:
-        baseline_id = baseline_blessing.get_int_custom_property(CURRENT_MODEL_ID)
-        baseline_perplexity = baseline_blessing.get_float_custom_property(PERPLEXITY)
-
+    baseline_id, baseline_perplexity = common.baseline_metric(baseline_blessing, PERPLEXITY)
     metrics = score_model(
         artifact_utils.get_split_uri([examples], "train"),
         artifact_utils.get_split_uri([examples], "eval"),
@@ -153,29 +129,13 @@ def TextLmEvaluator(  # noqa: N802 (TFX component names are classes)
     )
     logging.info("Text LM evaluation of model %d: %s", model.id, message)
     print(f"  {message}", flush=True)
-
-    report = {
-        **metrics,
-        "model_id": model.id,
-        "baseline_model_id": baseline_id,
-        "baseline_perplexity": baseline_perplexity,
-        "criteria": dataclasses.asdict(criteria),
-        BLESSED: blessed,
-        "blessing_message": message,
-    }
-    fileio.makedirs(evaluation.uri)
-    with fileio.open(os.path.join(evaluation.uri, METRICS_FILE), "w") as f:
-        f.write(json.dumps(report, indent=2))
-    _set_properties(evaluation, {**metrics, BLESSED: blessed})
-    _set_properties(blessing, {
-        BLESSED: blessed,
-        CURRENT_MODEL_ID: model.id,
-        "current_model": model.uri,
-        "baseline_model_id": baseline_id,
-        PERPLEXITY: metrics[PERPLEXITY],
-        UNIGRAM_PERPLEXITY: metrics[UNIGRAM_PERPLEXITY],
-        "blessing_message": message,
-    })
-    fileio.makedirs(blessing.uri)
-    with fileio.open(os.path.join(blessing.uri, "BLESSED" if blessed else "NOT_BLESSED"), "w") as f:
-        f.write(message + "\n")
+    common.record(
+        evaluation=evaluation, blessing=blessing, model=model, metrics=metrics,
+        blessed=blessed, message=message,
+        report={
+            "baseline_model_id": baseline_id,
+            "baseline_perplexity": baseline_perplexity,
+            "criteria": dataclasses.asdict(criteria),
+        },
+        blessing_metrics=(PERPLEXITY, UNIGRAM_PERPLEXITY),
+    )

@@ -2,10 +2,10 @@
 
 The executor is a `BaseExampleGenExecutor`, so splitting and writing are TFX's own; it only adds
 the Beam source (`sources.reviews.reviews`) and the cleaning steps. Every dropped record is
-counted with a Beam metric, logged, and stored as an int custom property of the Examples artifact:
-`documents_read`, `undecodable_documents`, `empty_documents`, `duplicate_documents`,
-`examples_written` and `<split>_examples`. It fails, saying so, when fewer than 101 distinct
-documents reach the train split (see MIN_TRAIN_EXAMPLES).
+counted with a Beam metric, logged, and stored as an int custom property of the Examples artifact
+(`components.common.example_gen`): `documents_read`, `undecodable_documents`, `empty_documents`,
+`duplicate_documents`, `examples_written` and `<split>_examples`. It fails, saying so, when fewer
+than 101 distinct documents reach the train split (see MIN_TRAIN_EXAMPLES).
 
 The component is driver-less (like a query-based ExampleGen): its cache key is the source string
 and options, not the folder's content, so re-run without cache after editing a source folder.
@@ -19,14 +19,13 @@ from typing import Any
 
 import apache_beam as beam
 import tensorflow as tf
-from absl import logging
 from tfx import types
-from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.proto import example_gen_pb2
-from tfx.types import artifact_utils, standard_artifacts
+from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
+from components.common.example_gen import CountingExampleGenExecutor, counter
 from sources.reviews import Review, reviews
 
 METRICS_NAMESPACE = "genpipe.text_example_gen"
@@ -35,7 +34,7 @@ SPLITS = (("train", 9), ("eval", 1))  # hash buckets: 90% train, 10% eval
 # SchemaGen (TFDV infer_schema, max_string_domain_size=100) treats a string feature with at most
 # 100 distinct training values as categorical; the eval texts would then all be "anomalies".
 MIN_TRAIN_EXAMPLES = 101
-_BASE_COUNTERS = (
+COUNTERS = (
     "documents_read",
     "undecodable_documents",
     "empty_documents",
@@ -45,11 +44,7 @@ _BASE_COUNTERS = (
 
 
 def _counter(name: str) -> beam.metrics.metric.Metrics.DelegatingCounter:
-    return beam.metrics.Metrics.counter(METRICS_NAMESPACE, name)
-
-
-def _count(element: Any, name: str) -> None:
-    _counter(name).inc()
+    return counter(METRICS_NAMESPACE, name)
 
 
 def read_documents(source: str, max_documents: int = 0) -> Iterator[Review]:
@@ -117,41 +112,21 @@ def ReviewsToExample(  # noqa: N802 (Beam PTransform naming)
     )
 
 
-class Executor(BaseExampleGenExecutor):
-    """ExampleGen executor for review text; stores the Beam counters on the Examples artifact."""
+class Executor(CountingExampleGenExecutor):
+    """ExampleGen executor for review text (counters on the artifact, see the module docstring)."""
+
+    METRICS_NAMESPACE = METRICS_NAMESPACE
+    COUNTERS = COUNTERS
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:  # noqa: N802 (TFX API)
         return ReviewsToExample
 
-    def GenerateExamplesByBeam(  # noqa: N802 (TFX API)
-        self, pipeline: beam.Pipeline, exec_properties: dict[str, Any]
-    ) -> dict[str, beam.PCollection]:
-        splits = super().GenerateExamplesByBeam(pipeline, exec_properties)
-        for name, examples in splits.items():
-            _ = examples | f"Count[{name}]" >> beam.Map(_count, f"{name}_examples")
-        return splits
+    def string_properties(self, exec_properties: dict[str, Any]) -> dict[str, str]:
+        return {"source": exec_properties["source"]}
 
-    def _make_beam_pipeline(self) -> beam.Pipeline:
-        # Kept so that Do can read the metrics of the finished pipeline (`Pipeline.result`).
-        self._pipeline = super()._make_beam_pipeline()
-        return self._pipeline
-
-    def Do(  # noqa: N802 (TFX API)
-        self,
-        input_dict: dict[str, list[types.Artifact]],
-        output_dict: dict[str, list[types.Artifact]],
-        exec_properties: dict[str, Any],
-    ) -> None:
-        super().Do(input_dict, output_dict, exec_properties)
-        examples = artifact_utils.get_single_instance(output_dict["examples"])
-        split_names = artifact_utils.decode_split_names(examples.split_names)
-        counts = counter_values(self._pipeline.result, [f"{s}_examples" for s in split_names])
-        for name, value in counts.items():
-            examples.set_int_custom_property(name, value)
-        examples.set_string_custom_property("source", exec_properties["source"])
-        summary = ", ".join(f"{name}={value}" for name, value in counts.items())
-        logging.info("Text ExampleGen on %s: %s", exec_properties["source"], summary)
-        print(f"  {summary}", flush=True)
+    def after_counting(self, counts: dict[str, int], exec_properties: dict[str, Any]) -> None:
+        """Prints the counts; fails when too few documents reach the train split."""
+        print("  " + ", ".join(f"{name}={value}" for name, value in counts.items()), flush=True)
         if counts.get("train_examples", MIN_TRAIN_EXAMPLES) < MIN_TRAIN_EXAMPLES:
             raise ValueError(
                 f"source {exec_properties['source']!r} gave {counts['train_examples']} distinct "
@@ -159,18 +134,6 @@ class Executor(BaseExampleGenExecutor):
                 "(fewer make schema inference treat the text as a category). Use a bigger "
                 "source or a larger max_documents."
             )
-
-
-def counter_values(result: beam.runners.runner.PipelineResult, extra: list[str]) -> dict[str, int]:
-    """Committed values of this module's Beam counters (0 for a counter that never fired)."""
-    values = {name: 0 for name in (*_BASE_COUNTERS, *extra)}
-    query = beam.metrics.MetricsFilter().with_namespace(METRICS_NAMESPACE)
-    for counter in result.metrics().query(query)["counters"]:
-        name = counter.key.metric.name
-        if name in values:
-            committed = counter.committed
-            values[name] += committed if committed is not None else counter.attempted
-    return values
 
 
 class TextExampleGenSpec(types.ComponentSpec):

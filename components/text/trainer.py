@@ -20,6 +20,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
 
+from components.common.config import settings_from_config
 from components.text.data import keras_model_path, lm_dataset, vocabulary
 from models.text.callbacks import SampleTextCallback
 from models.text.export import export_text_lm
@@ -44,25 +45,6 @@ class TrainerSettings:
     sample_max_tokens: int = 50
     max_new_tokens: int = 50  # the exported `generate` limit
     seed: int = 0
-
-    @classmethod
-    def from_config(cls, custom_config: dict[str, Any] | None) -> TrainerSettings:
-        """Validates `custom_config` (a JSON round trip of `dataclasses.asdict`)."""
-        config = dict(custom_config or {})
-        fields = {field.name: field for field in dataclasses.fields(cls)}
-        unknown = sorted(set(config) - set(fields))
-        if unknown:
-            raise ValueError(f"Trainer custom_config has unknown keys {unknown}; "
-                             f"allowed: {sorted(fields)}")
-        missing = sorted(
-            name for name, field in fields.items()
-            if field.default is dataclasses.MISSING and name not in config
-        )
-        if missing:
-            raise ValueError(f"Trainer custom_config lacks required keys {missing}")
-        if "sample_temperatures" in config:
-            config["sample_temperatures"] = tuple(config["sample_temperatures"])
-        return cls(**config)
 
 
 class LogSamples(keras.callbacks.Callback):
@@ -99,7 +81,7 @@ def _fit(
 
 def run_fn(fn_args: Any) -> None:
     """Trains the Transformer LM on the transformed train split and exports it."""
-    settings = TrainerSettings.from_config(fn_args.custom_config)
+    settings = settings_from_config(TrainerSettings, fn_args.custom_config)
     keras.utils.set_random_seed(settings.seed)
     transform_output = tft.TFTransformOutput(fn_args.transform_output)
     words = vocabulary(transform_output)

@@ -1,0 +1,226 @@
+"""DeepDream (DLwP 12.2), Gatys style transfer (12.3) and the fast style network as TFX pipelines.
+
+DeepDream and style transfer have no training data:
+    ExportPretrainedModel (ImageNet weights -> SavedModel) -> ValidateSignature -> Pusher
+The fast style network trains on content photos:
+    ContentPhotoGen -> Trainer (VGG19 perceptual loss) -> ValidateSignature -> Pusher
+Every Pusher is `AtomicPusher`, to `<root>/serving/<model>/<version>/`. `pipeline.dream`,
+`pipeline.style` and `pipeline.fast_style` are the `genpipe run` targets built on these factories.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from pipeline.profiles import (
+    DREAM_PROFILES,
+    FAST_STYLE_PROFILES,
+    STYLE_PROFILES,
+    DreamProfile,
+    FastStyleProfile,
+    StyleProfile,
+    get_profile,
+)
+from pipeline.runner import RootLayout, RunOptions, RunSummary
+
+FAST_STYLE_RUN_FN = "components.fast_style.trainer.run_fn"
+DEFAULT_STYLE = "starry_night"
+
+
+def _pusher(model: Any, blessing: Any, serving_dir: str) -> Any:
+    from tfx import v1 as tfx
+
+    from components.push import AtomicPusher
+
+    return AtomicPusher(
+        model=model,
+        model_blessing=blessing,
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)
+        ),
+    ).with_id("Pusher")
+
+
+def create_pretrained_pipeline(
+    *,
+    pipeline_name: str,
+    pipeline_root: str,
+    serving_dir: str,
+    model_name: str,
+    profile: DreamProfile | StyleProfile,
+    metadata_connection_config: Any = None,
+    enable_cache: bool = True,
+) -> Any:
+    """Export `model_name` (`deepdream` | `style_transfer`) from ImageNet weights, validate it on
+    a real photo and push it (no side effects; returns a tfx Pipeline)."""
+    from tfx import v1 as tfx
+
+    from components.pretrained.export import ExportPretrainedModel, check_model_name
+    from components.pretrained.validate import ValidateSignature
+
+    check_model_name(model_name)
+    export = ExportPretrainedModel(
+        model_name=model_name, settings=json.dumps(profile.export_settings())
+    ).with_id("ExportPretrainedModel")
+    validate = ValidateSignature(
+        model=export.outputs["model"], model_name=model_name, request=json.dumps(profile.request())
+    ).with_id("ValidateSignature")
+    pusher = _pusher(export.outputs["model"], validate.outputs["blessing"], serving_dir)
+    return tfx.dsl.Pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        components=[export, validate, pusher],
+        enable_cache=enable_cache,
+        metadata_connection_config=metadata_connection_config,
+    )
+
+
+def create_fast_style_pipeline(
+    *,
+    pipeline_name: str,
+    pipeline_root: str,
+    serving_dir: str,
+    model_name: str,
+    profile: FastStyleProfile,
+    style: str = DEFAULT_STYLE,
+    source: str = "offline",
+    metadata_connection_config: Any = None,
+    beam_pipeline_args: Sequence[str] = (),
+    enable_cache: bool = True,
+) -> Any:
+    """Content crops -> Trainer of the transformer net for `style` -> validate -> push."""
+    from tfx import v1 as tfx
+
+    from components.fast_style.photos import ContentPhotoGen
+    from components.pretrained.validate import ValidateSignature
+
+    photo_gen = ContentPhotoGen(source=source, **profile.photo_gen_parameters()).with_id(
+        "ContentPhotoGen"
+    )
+    trainer = tfx.components.Trainer(
+        run_fn=FAST_STYLE_RUN_FN,
+        examples=photo_gen.outputs["examples"],
+        train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=profile.steps),
+        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        custom_config=profile.trainer_config(style),
+    )
+    validate = ValidateSignature(
+        model=trainer.outputs["model"], model_name=model_name, request=json.dumps(profile.request())
+    ).with_id("ValidateSignature")
+    pusher = _pusher(trainer.outputs["model"], validate.outputs["blessing"], serving_dir)
+    return tfx.dsl.Pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        components=[photo_gen, trainer, validate, pusher],
+        enable_cache=enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(beam_pipeline_args),
+    )
+
+
+def _layout(options: RunOptions, for_local_run: bool) -> RootLayout:
+    # Local runs record absolute artifact URIs, so the cache works from any working directory.
+    return RootLayout(os.path.abspath(options.root) if for_local_run else options.root)
+
+
+def build_pretrained_pipeline(model_name: str, options: RunOptions, *,
+                              for_local_run: bool = True) -> Any:
+    """The `genpipe run dream|style` pipeline (`--source` does not apply: no training data)."""
+    if options.source not in ("offline", ""):
+        raise ValueError(f"--source {options.source!r} does not apply to {model_name}: it has no "
+                         "training data (allowed: offline, the default)")
+    profiles = DREAM_PROFILES if model_name == "deepdream" else STYLE_PROFILES
+    profile = get_profile(profiles, options.profile)
+    layout = _layout(options, for_local_run)
+    name = f"{model_name.replace('_', '-')}-{profile.name}"
+    return create_pretrained_pipeline(
+        pipeline_name=name,
+        pipeline_root=layout.pipeline_root(name),
+        serving_dir=layout.serving_dir(model_name),
+        model_name=model_name,
+        profile=profile,
+        metadata_connection_config=layout.metadata_config() if for_local_run else None,
+        enable_cache=options.enable_cache,
+    )
+
+
+def fast_style_model_name(style: str) -> str:
+    """The served name `fast_style_<style>` (DESIGN.md)."""
+    from components.fast_style.trainer import style_name
+
+    return f"fast_style_{style_name(style)}"
+
+
+def build_fast_style_pipeline(options: RunOptions, *, for_local_run: bool = True,
+                              style: str | None = None) -> Any:
+    """The `genpipe run fast-style [--style IMAGE]` pipeline."""
+    from components.fast_style.photos import check_source
+    from components.fast_style.trainer import check_style
+
+    profile = get_profile(FAST_STYLE_PROFILES, options.profile)
+    style = check_style(style or DEFAULT_STYLE)
+    source = check_source(options.source, must_exist=for_local_run)
+    model_name = fast_style_model_name(style)
+    layout = _layout(options, for_local_run)
+    name = f"{model_name.replace('_', '-')}-{profile.name}"
+    return create_fast_style_pipeline(
+        pipeline_name=name,
+        pipeline_root=layout.pipeline_root(name),
+        serving_dir=layout.serving_dir(model_name),
+        model_name=model_name,
+        profile=profile,
+        style=style,
+        source=source,
+        metadata_connection_config=layout.metadata_config() if for_local_run else None,
+        beam_pipeline_args=options.beam_pipeline_args,
+        enable_cache=options.enable_cache,
+    )
+
+
+def _counts(summary: RunSummary) -> str:
+    states = [run.state for run in summary.components.values()]
+    return (f"{len(states)} components: {states.count('COMPLETE')} executed, "
+            f"{states.count('CACHED')} from cache")
+
+
+def _validation_and_push(summary: RunSummary) -> list[str]:
+    blessing = summary.output("ValidateSignature", "blessing")
+    lines = [f"{blessing.properties['blessing_message']} "
+             f"(sample: {os.path.join(blessing.uri, 'sample.png')})"]
+    pushed = summary.output("Pusher", "pushed_model").properties
+    lines.append(f"served from {pushed['pushed_destination']}" if pushed.get("pushed")
+                 else "not pushed")
+    return lines
+
+
+def summarize_pretrained(summary: RunSummary) -> list[str]:
+    """Weights used, export limits, the validation call and the pushed version."""
+    model = summary.output("ExportPretrainedModel", "model").properties
+    return [
+        _counts(summary),
+        f"{model['model_name']} ({model['signature']}) from ImageNet weights: {model['weights']}",
+        f"export limits: {model['limits']}",
+        *_validation_and_push(summary),
+    ]
+
+
+def summarize_fast_style(summary: RunSummary) -> list[str]:
+    """Content crops, training losses, the validation call and the pushed version."""
+    examples = summary.output("ContentPhotoGen", "examples").properties
+    lines = [
+        _counts(summary),
+        "content: {photos_read} photos ({source}), {train_examples} train / {eval_examples} "
+        "eval crops of {image_shape}".format(**examples),
+    ]
+    model = summary.output("Trainer", "model_run")
+    metrics_path = os.path.join(model.uri, "metrics.json")
+    if os.path.isfile(metrics_path):
+        with open(metrics_path) as f:
+            metrics = json.load(f)
+        lines.append(f"style {metrics['style']}; {metrics['steps']} steps; perceptual loss "
+                     f"{metrics['train_loss']:.3f} (mean over training), "
+                     f"held-out {metrics['eval_loss']:.3f} (after)")
+    return [*lines, *_validation_and_push(summary)]

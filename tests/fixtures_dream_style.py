@@ -1,0 +1,71 @@
+"""Session fixtures: `genpipe run dream`, `style` and `fast-style` on the smoke profile, each run
+once end to end (LocalDagRunner, through the command line) under one temporary root.
+
+Import them in tests/conftest.py by module name, like `fixtures_text`:
+`from fixtures_dream_style import dream_style_smoke_root, fast_style_smoke_root  # noqa: E402, F401`
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+from pathlib import Path
+
+import pytest
+
+from pipeline.runner import RootLayout, RunSummary
+
+
+@dataclasses.dataclass(frozen=True)
+class SmokeRoot:
+    """A root folder after smoke runs: the pipelines' summaries (by pipeline name) and output."""
+
+    root: Path
+    summaries: dict[str, RunSummary]
+    output: str
+
+    @property
+    def layout(self) -> RootLayout:
+        return RootLayout(str(self.root))
+
+    def serving_dir(self, model_name: str) -> Path:
+        return Path(self.layout.serving_dir(model_name))
+
+
+def run_cli(*argv: str) -> tuple[int, str]:
+    """`genpipe ARGV` in this process; (exit code, stdout + stderr)."""
+    from pipeline.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        code = main(list(argv))
+    return code, out.getvalue()
+
+
+def _run(root: Path, runs: dict[str, tuple[str, ...]]) -> SmokeRoot:
+    from pipeline.runner import latest_run
+
+    output, summaries = [], {}
+    for pipeline_name, argv in runs.items():
+        code, text = run_cli("run", *argv, "--profile", "smoke", "--root", str(root))
+        output.append(text)
+        assert code == 0, text
+        summaries[pipeline_name] = latest_run(RootLayout(str(root)).metadata_config(),
+                                              pipeline_name)
+    return SmokeRoot(root, summaries, "\n".join(output))
+
+
+@pytest.fixture(scope="session")
+def dream_style_smoke_root(tmp_path_factory: pytest.TempPathFactory) -> SmokeRoot:
+    """`genpipe run dream` and `genpipe run style` on the smoke profile (packaged ImageNet
+    weights; about 30 s of work on 2 cores)."""
+    root = tmp_path_factory.mktemp("dream_style")
+    return _run(root, {"deepdream-smoke": ("dream",), "style-transfer-smoke": ("style",)})
+
+
+@pytest.fixture(scope="session")
+def fast_style_smoke_root(tmp_path_factory: pytest.TempPathFactory) -> SmokeRoot:
+    """`genpipe run fast-style --style scream` on the smoke profile (a few training steps)."""
+    root = tmp_path_factory.mktemp("fast_style")
+    return _run(root, {"fast-style-scream-smoke": ("fast-style", "--style", "scream")})
