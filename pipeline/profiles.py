@@ -145,8 +145,9 @@ VAE_PROFILES: dict[str, VaeProfile] = {
     # untrained one scores about 544 nats, the cost of predicting grey everywhere).
     "smoke": VaeProfile(name="smoke", max_images=300, batch_size=64, epochs=2,
                         learning_rate=3e-3, grid_size=5, max_negative_elbo=350.0),
-    # All 60,000 MNIST digits, a few epochs on 2 CPU cores.
-    "demo": VaeProfile(name="demo", max_images=0, batch_size=128, epochs=4,
+    # All 60,000 MNIST digits, a few epochs on 2 CPU cores (4 epochs gave 156.9 and 158.1 nats
+    # in two runs: too close to the 160 limit, so 6).
+    "demo": VaeProfile(name="demo", max_images=0, batch_size=128, epochs=6,
                        learning_rate=2e-3, max_negative_elbo=160.0),
     # The chapter: latent 2, 30 epochs, Adam, batch 128.
     "book": VaeProfile(name="book", max_images=0, batch_size=128, epochs=30,

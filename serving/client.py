@@ -235,14 +235,20 @@ class ModelServerClient:
     ) -> int:
         """Poll GetModelStatus until ``version`` (or any version) is AVAILABLE; returns it.
 
-        A version that ends with a load error raises `ModelServerError` at once.
+        A server that is still starting (not listening yet) or does not know the model yet is
+        polled again until ``timeout``; a version that ends with a load error raises
+        `ModelServerError` at once.
         """
         deadline = time.monotonic() + timeout
         while True:
             try:
                 states = self.status(model, version=version)
+            except ServerUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                states = []
             except ModelServerError as error:
-                if error.code != grpc.StatusCode.NOT_FOUND or isinstance(error, ServerUnavailable):
+                if error.code != grpc.StatusCode.NOT_FOUND:
                     raise
                 states = []
             for state in states:

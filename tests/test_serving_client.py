@@ -8,6 +8,7 @@ import io
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import grpc
@@ -334,6 +335,23 @@ def test_a_down_server_raises_server_unavailable():
             client.generate_text("x")
     message = str(caught.value)
     assert f"no model server at {address}" in message and "genpipe serve" in message
+
+
+def test_waiting_covers_a_server_that_is_still_starting(root):
+    port = free_port()
+    late = ModelServer(build_manager(models_root=str(root), poll_wait_seconds=0),
+                       ServerOptions(port=port, rest_api_port=0))
+    starter = threading.Timer(1.0, late.start)
+    starter.start()
+    try:
+        with ModelServerClient(f"127.0.0.1:{port}", timeout=5) as client:
+            assert client.wait_until_available("gan", timeout=60) == 1
+    finally:
+        starter.join()
+        late.stop(grace=1)
+    with ModelServerClient(closed_port_address(), timeout=5) as client:
+        with pytest.raises(ServerUnavailable):
+            client.wait_until_available("gan", timeout=0.5)
 
 
 # -- generate command line -------------------------------------------------------------------
