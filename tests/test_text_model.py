@@ -126,7 +126,7 @@ def reference_continuation(model, prompt_ids, count, temperature=0.0, uniforms=N
     ids = list(prompt_ids)
     for k in range(count):
         logits = model(np.array([ids]), training=False)[0, -1].numpy().astype(np.float64)
-        logits[PAD_ID] = -np.inf
+        logits[[PAD_ID, UNK_ID]] = -np.inf
         if temperature == 0:
             ids.append(int(np.argmax(logits)))
         else:
@@ -413,6 +413,17 @@ def test_higher_temperature_means_higher_surprisal(loaded):
     _, model = loaded
     cold, warm, hot = (mean_surprisal(model, t) for t in (0.3, 1.0, 2.5))
     assert cold < warm < hot
+
+
+def test_padding_and_unk_are_never_generated(loaded):
+    _, model = loaded
+    for batch in range(4):  # 32 hot samples in batches of the export's maximum of 8
+        seeds = np.arange(8) + 8 * batch
+        outputs = generate(model, ["this movie zzzunknownword"] * 8, temperature=5.0, seed=seeds)
+        for row in range(8):
+            ids = outputs["token_ids"][row, : outputs["num_tokens"][row]].tolist()
+            assert len(ids) == MAX_NEW_TOKENS and not {PAD_ID, UNK_ID} & set(ids)
+            assert "[UNK]" not in outputs["continuation"][row].decode()
 
 
 def test_filters_restrict_sampling(loaded, corpus):

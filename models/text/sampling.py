@@ -24,6 +24,9 @@ import tensorflow as tf
 from models.text.lm import TokenAndPositionEmbedding, TransformerDecoderBlock, UnigramLogits
 from models.text.standardize import PAD, PAD_ID, UNK, UNK_ID, tokenize
 
+# Tokens `generate` never emits: padding, and [UNK] (it carries no word a reader could use).
+NEVER_GENERATED = (PAD_ID, UNK_ID)
+
 
 class TransformerDecoding:
     """Incremental inference with the weights of a `build_lm` model.
@@ -53,8 +56,8 @@ class TransformerDecoding:
             cache += [keys, values]
         return self.logits(x[:, -1]), cache
 
-    def read_weights(self, banned_token: int | None = None) -> dict:
-        """The current weight values as tensors, for `step`; `banned_token` gets logit -inf."""
+    def read_weights(self, banned_tokens: tuple[int, ...] = ()) -> dict:
+        """The current weight values as tensors, for `step`; `banned_tokens` get logit -inf."""
 
         def value(variable):
             return tf.convert_to_tensor(variable)
@@ -94,7 +97,7 @@ class TransformerDecoding:
             "tokens": value(self.embedding.token_embedding.embeddings),
             "positions": value(self.embedding.position_embedding.embeddings),
             "blocks": blocks,
-            "logits": (value(self.logits.kernel), _ban(value(self.logits.bias), banned_token)),
+            "logits": (value(self.logits.kernel), _ban(value(self.logits.bias), banned_tokens)),
         }
 
     def step(self, weights, token_ids, position, cache) -> tuple[tf.Tensor, list[tf.Tensor]]:
@@ -120,11 +123,11 @@ class TransformerDecoding:
         return _dense(x, weights["logits"]), new_cache
 
 
-def _ban(logit_bias: tf.Tensor, token: int | None) -> tf.Tensor:
-    """Adds -inf to one token's logit bias (so that it is never chosen)."""
-    if token is None:
-        return logit_bias
-    return logit_bias + tf.one_hot(token, logit_bias.shape[0], float("-inf"), 0.0)
+def _ban(logit_bias: tf.Tensor, tokens: tuple[int, ...] = ()) -> tf.Tensor:
+    """Adds -inf to some tokens' logit bias (so that they are never chosen)."""
+    for token in tokens:
+        logit_bias = logit_bias + tf.one_hot(token, logit_bias.shape[0], float("-inf"), 0.0)
+    return logit_bias
 
 
 def _dense(x: tf.Tensor, kernel_and_bias: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
@@ -169,8 +172,8 @@ class UnigramDecoding:
         self.sequence_length = self.unigram.sequence_length
         self.vocab_size = self.unigram.vocab_size
 
-    def read_weights(self, banned_token: int | None = None) -> tf.Tensor:
-        return _ban(tf.convert_to_tensor(self.unigram.log_probabilities), banned_token)
+    def read_weights(self, banned_tokens: tuple[int, ...] = ()) -> tf.Tensor:
+        return _ban(tf.convert_to_tensor(self.unigram.log_probabilities), banned_tokens)
 
     def prefill(self, token_ids):
         return self.step(self.read_weights(), token_ids[:, 0], 0, [])
@@ -320,7 +323,8 @@ def generate_tokens(
 
     `uniforms` [B, N >= max(max_tokens)] holds each example's random numbers in [0, 1). Needs
     prompt_lengths + max_tokens <= sequence_length. Returns token ids int32 [B, max(max_tokens)],
-    padded with PAD_ID after each example's max_tokens. Padding is never generated.
+    padded with PAD_ID after each example's max_tokens. Padding and [UNK] are never generated
+    (an [UNK] in a sample says nothing to a reader; the model's other words are renormalised).
     """
     next_token = make_sampler(temperature, top_k, top_p)
     first = tf.reduce_min(prompt_lengths)
@@ -335,9 +339,9 @@ def generate_tokens(
         from_prompt = tf.gather(prompt_ids, tf.minimum(position, last_prompt_column), axis=1)
         return tf.where(position < prompt_lengths, from_prompt, sampled)
 
-    weights = decoder.read_weights(banned_token=PAD_ID)
+    weights = decoder.read_weights(banned_tokens=NEVER_GENERATED)
     logits, cache = decoder.prefill(prompt_ids[:, :first])
-    banned = tf.one_hot(PAD_ID, decoder.vocab_size, on_value=float("-inf"), off_value=0.0)
+    banned = _ban(tf.zeros([decoder.vocab_size]), NEVER_GENERATED)
     token = token_at(first, logits + banned)
     # tokens[i] is the token at position first + i.
     tokens = tf.TensorArray(tf.int32, size=tf.maximum(end - first, 1)).write(0, token)
