@@ -15,6 +15,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from pipeline import stages
 from pipeline.profiles import (
     DREAM_PROFILES,
     FAST_STYLE_PROFILES,
@@ -28,20 +29,6 @@ from pipeline.runner import RootLayout, RunOptions, RunSummary
 
 FAST_STYLE_RUN_FN = "components.fast_style.trainer.run_fn"
 DEFAULT_STYLE = "starry_night"
-
-
-def _pusher(model: Any, blessing: Any, serving_dir: str) -> Any:
-    from tfx import v1 as tfx
-
-    from components.push import AtomicPusher
-
-    return AtomicPusher(
-        model=model,
-        model_blessing=blessing,
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)
-        ),
-    ).with_id("Pusher")
 
 
 def create_pretrained_pipeline(
@@ -68,7 +55,7 @@ def create_pretrained_pipeline(
     validate = ValidateSignature(
         model=export.outputs["model"], model_name=model_name, request=json.dumps(profile.request())
     ).with_id("ValidateSignature")
-    pusher = _pusher(export.outputs["model"], validate.outputs["blessing"], serving_dir)
+    pusher = stages.pusher(export.outputs["model"], validate.outputs["blessing"], serving_dir)
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
@@ -110,7 +97,7 @@ def create_fast_style_pipeline(
     validate = ValidateSignature(
         model=trainer.outputs["model"], model_name=model_name, request=json.dumps(profile.request())
     ).with_id("ValidateSignature")
-    pusher = _pusher(trainer.outputs["model"], validate.outputs["blessing"], serving_dir)
+    pusher = stages.pusher(trainer.outputs["model"], validate.outputs["blessing"], serving_dir)
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,

@@ -50,47 +50,27 @@ def create_pipeline(
 ) -> Any:
     """The TFX pipeline of `model` for `profile` (no side effects; returns a tfx Pipeline)."""
     from tfx import v1 as tfx
-    from tfx.dsl.components.base import executor_spec
 
-    from components.data_validation import AnomalyGate
     from components.images import evaluate
     from components.images.example_gen import ImageExampleGen
-    from components.push import AtomicPushExecutor
+    from pipeline import stages
 
     shape = image_shape(dataset, profile.folder_shape())
     example_gen = ImageExampleGen(dataset=dataset, image_shape=shape,
                                   max_images=profile.max_images)
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-    schema_gen = tfx.components.SchemaGen(
-        statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True
-    )
-    example_validator = tfx.components.ExampleValidator(
-        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
-    )
-    anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"])
+    validation = stages.data_validation(example_gen.outputs["examples"])
     height, width, channels = shape
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
-        schema=schema_gen.outputs["schema"],
+        schema=validation[1].outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
         custom_config={"image_height": height, "image_width": width, "image_channels": channels},
         disable_statistics=True,  # StatisticsGen already describes the data
         disable_analyzer_cache=True,  # no analyzers: nothing to reuse
     )
-    transform.add_upstream_node(anomaly_gate)
-    trainer = tfx.components.Trainer(
-        run_fn=model.run_fn,
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config=profile.trainer_config(),
-    )
-    latest_blessed = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    transform.add_upstream_node(validation[-1])  # only data that passed the anomaly gate
+    trainer = stages.trainer(model.run_fn, transform, profile.trainer_config())
+    latest_blessed = stages.latest_blessed_model()
     evaluator = getattr(evaluate, model.evaluator)(
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
@@ -98,20 +78,12 @@ def create_pipeline(
         baseline_blessing=latest_blessed.outputs["model_blessing"],
         **profile.evaluator_parameters(),
     )
-    pusher = tfx.components.Pusher(
-        model=trainer.outputs["model"],
-        model_blessing=evaluator.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)
-        ),
-        custom_executor_spec=executor_spec.ExecutorClassSpec(AtomicPushExecutor),
-    )
+    pusher = stages.pusher(trainer.outputs["model"], evaluator.outputs["blessing"], serving_dir)
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
         components=[
-            example_gen, statistics_gen, schema_gen, example_validator, anomaly_gate,
-            transform, trainer, latest_blessed, evaluator, pusher,
+            example_gen, *validation, transform, trainer, latest_blessed, evaluator, pusher,
         ],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,

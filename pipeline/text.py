@@ -52,42 +52,23 @@ def create_pipeline(
     """The TFX pipeline of the text LM for `profile` (no side effects; returns a tfx Pipeline)."""
     from tfx import v1 as tfx
 
-    from components.data_validation import AnomalyGate
-    from components.push import AtomicPusher
     from components.text.evaluate import TextLmEvaluator
     from components.text.example_gen import TextExampleGen
+    from pipeline import stages
 
     example_gen = TextExampleGen(source=source, max_documents=profile.max_documents)
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-    schema_gen = tfx.components.SchemaGen(
-        statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True
-    )
-    example_validator = tfx.components.ExampleValidator(
-        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
-    )
-    anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"])
+    validation = stages.data_validation(example_gen.outputs["examples"])
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
-        schema=schema_gen.outputs["schema"],
+        schema=validation[1].outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
         custom_config=profile.transform_config(),
         disable_statistics=True,  # StatisticsGen already describes the data
         disable_analyzer_cache=True,  # one span per run: nothing to reuse
     )
-    transform.add_upstream_node(anomaly_gate)
-    trainer = tfx.components.Trainer(
-        run_fn=RUN_FN,
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config=profile.trainer_config(),
-    )
-    latest_blessed = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    transform.add_upstream_node(validation[-1])  # only data that passed the anomaly gate
+    trainer = stages.trainer(RUN_FN, transform, profile.trainer_config())
+    latest_blessed = stages.latest_blessed_model()
     evaluator = TextLmEvaluator(
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
@@ -95,19 +76,12 @@ def create_pipeline(
         baseline_blessing=latest_blessed.outputs["model_blessing"],
         **profile.evaluator_parameters(),
     )
-    pusher = AtomicPusher(
-        model=trainer.outputs["model"],
-        model_blessing=evaluator.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)
-        ),
-    ).with_id("Pusher")
+    pusher = stages.pusher(trainer.outputs["model"], evaluator.outputs["blessing"], serving_dir)
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
         components=[
-            example_gen, statistics_gen, schema_gen, example_validator, anomaly_gate,
-            transform, trainer, latest_blessed, evaluator, pusher,
+            example_gen, *validation, transform, trainer, latest_blessed, evaluator, pusher,
         ],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
