@@ -3,17 +3,20 @@
     .venv/bin/python benchmarks/images.py --json out/bench/images.json
 
 Same ImageNet weights (packaged offline copies), same photo, same settings on both sides:
-- dream_chapter: the chapter's DeepDream, a Python loop over octaves and steps calling a
-  `tf.function` gradient-ascent step (retraced once per octave size, as in the book);
-- dream_export: the exported `dream` signature (every loop in the graph), reloaded from disk;
-  both warm, and both on a photo of a size not seen before (the chapter's step retraces);
-- gatys_chapter / gatys_export: seconds per iteration of the chapter's training loop (a
+- dream chapter: the chapter's DeepDream on the Keras InceptionV3, a Python loop over octaves
+  and steps calling a `tf.function` gradient-ascent step (retraced once per octave size);
+- dream export: the exported `dream` signature (every loop in the graph, batch norms folded into
+  the convolutions), reloaded from disk; `export_unfolded` is the same without the folding;
+  all warm, then the chapter and the export on a photo of a size not seen before;
+- step loop: ten steps as the chapter's Python loop, and as a `tf.while_loop` with the step
+  inlined or called as its own function, each loop variant loaded `--loads` times;
+- gatys chapter / export: seconds per iteration of the chapter's training loop (a
   `tf.function` step on a `tf.Variable`, features of all three images every step) and of the
   exported `transfer` signature (targets computed once, loop in the graph);
-- fast_forward: the exported `stylize` signature of an (untrained, paper-sized) transformer net
+- fast forward: the exported `stylize` signature of an (untrained, paper-sized) transformer net
   at the Gatys output size, against 4000 Gatys iterations (the book's run length).
-Paired variants run alternately; each figure is the best of `--repeats` warm runs, with medians
-beside the DeepDream pair. Results and how to read them: docs/benchmarks.md, "Images".
+Compared variants run alternately; each figure is the best of `--repeats` warm runs, with
+medians beside. Results and how to read them: docs/benchmarks.md, "Images".
 """
 
 from __future__ import annotations
@@ -58,20 +61,13 @@ def timed(run: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def paired_seconds(
-    run_a: Callable[[], object], run_b: Callable[[], object], repeats: int
-) -> dict[str, float]:
-    """Best and median times of two (warm) runs measured alternately, so load hits both alike."""
-    times_a, times_b = [], []
+def alternating_seconds(runs: dict[str, Callable[[], object]], repeats: int) -> dict:
+    """Best and median times of (warm) runs measured alternately, so load hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
-        times_a.append(timed(run_a))
-        times_b.append(timed(run_b))
-    return {
-        "a": min(times_a),
-        "b": min(times_b),
-        "a_median": statistics.median(times_a),
-        "b_median": statistics.median(times_b),
-    }
+        for name, run in runs.items():
+            times[name].append(timed(run))
+    return {name: {"best": min(t), "median": statistics.median(t)} for name, t in times.items()}
 
 
 def resized(image: np.ndarray, height: int) -> np.ndarray:
@@ -135,10 +131,16 @@ def bench_dream(args, workdir: str) -> dict:
         "max_loss": 15.0,
     }
     photo = resized(photos.photo("coffee"), args.dream_height).numpy()
-    module = deepdream.build_deepdream(args.weights)
-    export_dir = os.path.join(workdir, "deepdream")
-    deepdream.export_deepdream(export_dir, module=module)
-    dream = tf.saved_model.load(export_dir).signatures["dream"]
+    # The chapter runs the Keras InceptionV3 as is; the export folds its batch norms into the
+    # convolutions (same function). `export_unfolded` separates that from the loops' effect.
+    book = deepdream.build_deepdream(args.weights, fold_batch_norm=False)
+    signatures = {}
+    for name, fold in (("export", True), ("export_unfolded", False)):
+        export_dir = os.path.join(workdir, name)
+        module = deepdream.build_deepdream(args.weights, fold_batch_norm=fold)
+        deepdream.export_deepdream(export_dir, module=module)
+        signatures[name] = tf.saved_model.load(export_dir).signatures["dream"]
+    dream = signatures["export"]
     request = {
         "image": tf.constant([tf.io.encode_png(photo).numpy()]),
         **{
@@ -146,7 +148,7 @@ def bench_dream(args, workdir: str) -> dict:
             for k, v in settings.items()
         },
     }
-    chapter = chapter_dream(module, settings)
+    chapter = chapter_dream(book, settings)
 
     start = time.perf_counter()
     chapter_image = chapter(photo)
@@ -154,10 +156,18 @@ def bench_dream(args, workdir: str) -> dict:
     start = time.perf_counter()
     export_image = tf.io.decode_png(dream(**request)["image"][0]).numpy()
     export_first = time.perf_counter() - start
+    signatures["export_unfolded"](**request)  # warm-up
     one_step = {**request, "iterations": tf.constant([1])}
-    one_step_chapter = chapter_dream(module, {**settings, "iterations": 1})(photo)
+    one_step_chapter = chapter_dream(book, {**settings, "iterations": 1})(photo)
     one_step_export = tf.io.decode_png(dream(**one_step)["image"][0]).numpy()
-    pair = paired_seconds(lambda: chapter(photo), lambda: dream(**request), args.repeats)
+    warm = alternating_seconds(
+        {
+            "chapter": lambda: chapter(photo),
+            "export": lambda: dream(**request),
+            "export_unfolded": lambda: signatures["export_unfolded"](**request),
+        },
+        args.repeats,
+    )
     # A server sees new sizes all the time: the chapter's step retraces for each new octave size.
     new_photo = resized(photos.photo("coffee"), args.dream_height + 8).numpy()
     new_request = {**request, "image": tf.constant([tf.io.encode_png(new_photo).numpy()])}
@@ -168,11 +178,15 @@ def bench_dream(args, workdir: str) -> dict:
         "settings": settings,
         "chapter_first_call_s": chapter_first,
         "export_first_call_s": export_first,
-        "chapter_s": pair["a"],
-        "export_s": pair["b"],
-        "chapter_median_s": pair["a_median"],
-        "export_median_s": pair["b_median"],
-        "export_speedup": pair["a"] / pair["b"],
+        "chapter_s": warm["chapter"]["best"],
+        "export_s": warm["export"]["best"],
+        "export_unfolded_s": warm["export_unfolded"]["best"],
+        "chapter_median_s": warm["chapter"]["median"],
+        "export_median_s": warm["export"]["median"],
+        "export_unfolded_median_s": warm["export_unfolded"]["median"],
+        "export_speedup": warm["chapter"]["best"] / warm["export"]["best"],
+        "export_speedup_median": warm["chapter"]["median"] / warm["export"]["median"],
+        "export_unfolded_speedup": warm["chapter"]["best"] / warm["export_unfolded"]["best"],
         "chapter_new_size_s": chapter_new_size,
         "export_new_size_s": export_new_size,
         "export_speedup_new_size": chapter_new_size / export_new_size,
@@ -184,6 +198,66 @@ def bench_dream(args, workdir: str) -> dict:
         "mean_abs_pixel_difference_one_step_per_octave": float(
             np.abs(one_step_chapter.astype(int) - one_step_export.astype(int)).mean()
         ),
+    }
+
+
+def bench_step_loop(args) -> dict:
+    """Why the exported step is a called (``_noinline``) function, measured.
+
+    Ten DeepDream steps on one 300x450 image, as: the chapter's Python loop over a compiled step;
+    a ``tf.while_loop`` with the step inlined into its body (the export before the change); the
+    same loop calling the step as its own function (the export now). Each loop variant is loaded
+    ``--loads`` times (a fresh ``tf.function`` each), since the inlined loop's speed was found to
+    differ from load to load; all variants are timed alternately.
+    """
+    module = deepdream.build_deepdream(args.weights)
+    image = tf.random.stateless_uniform((1, 300, 450, 3), (0, 0), -1.0, 1.0)
+    steps, step_size = 10, tf.constant(20.0)
+    any_image = tf.TensorSpec([1, None, None, 3], tf.float32)
+
+    def inlined(image):
+        with tf.GradientTape() as tape:
+            tape.watch(image)
+            loss = module.compute_loss(image)
+        return loss, image + step_size * tf.math.l2_normalize(tape.gradient(loss, image))
+
+    def while_loop(step: Callable | None) -> Callable:
+        def body(i, image):
+            return i + 1, (step(image, step_size) if step else inlined(image))[1]
+
+        def run(image):
+            return tf.while_loop(lambda i, _: i < steps, body, (0, image))[1]
+
+        return tf.function(run, input_signature=[any_image])
+
+    chapter_step = tf.function(inlined)
+
+    def chapter_loop(image):
+        for _ in range(steps):
+            image = chapter_step(image)[1]
+        return image
+
+    tf.get_logger().setLevel("ERROR")  # each load is a new tf.function on purpose (retracing)
+    variants = {"chapter_loop": chapter_loop}
+    for load in range(args.loads):
+        variants[f"inlined_{load}"] = while_loop(None)
+        variants[f"called_{load}"] = while_loop(module.gradient_ascent_step)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for run in variants.values():
+        np.asarray(run(image))  # trace and warm up
+    for _ in range(args.repeats):
+        for name, run in variants.items():
+            times[name].append(timed(lambda run=run: np.asarray(run(image))))
+    best = {name: min(t) for name, t in times.items()}
+    return {
+        "steps": steps,
+        "size": [300, 450],
+        "best_s": best,
+        "median_s": {name: statistics.median(t) for name, t in times.items()},
+        "inlined_slowest_vs_chapter": max(v for k, v in best.items() if k.startswith("inlined"))
+        / best["chapter_loop"],
+        "called_slowest_vs_chapter": max(v for k, v in best.items() if k.startswith("called"))
+        / best["chapter_loop"],
     }
 
 
@@ -250,10 +324,12 @@ def bench_gatys_and_fast(args, workdir: str) -> dict:
     chapter_loop()  # warm-up: traces the step
     transfer(**many)
     transfer(**one)
-    pair = paired_seconds(chapter_loop, lambda: transfer(**many), args.repeats)
+    pair = alternating_seconds(
+        {"chapter": chapter_loop, "export": lambda: transfer(**many)}, args.repeats
+    )
     setup_s = seconds(lambda: transfer(**one), args.repeats)  # decode, targets, 1 step, encode
-    chapter_per_iteration = pair["a"] / n
-    export_per_iteration = (pair["b"] - setup_s) / n
+    chapter_per_iteration = pair["chapter"]["best"] / n
+    export_per_iteration = (pair["export"]["best"] - setup_s) / n
 
     transformer = fast_style.build_transformer_net()  # paper-sized; weights don't change speed
     fast_dir = os.path.join(workdir, "fast_style")
@@ -288,7 +364,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--gatys-height", type=int, default=128)
     parser.add_argument("--gatys-iterations", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", choices=["deepdream", "style"], help="run one part")
+    parser.add_argument("--loads", type=int, default=4, help="loads per step-loop variant")
+    parser.add_argument("--only", choices=["deepdream", "step-loop", "style"], help="run one part")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as workdir:
@@ -300,6 +377,8 @@ def main(argv: list[str] | None = None) -> dict:
         }
         if args.only in (None, "deepdream"):
             results["deepdream"] = bench_dream(args, workdir)
+        if args.only in (None, "step-loop"):
+            results["step_loop"] = bench_step_loop(args)
         if args.only in (None, "style"):
             results["style"] = bench_gatys_and_fast(args, workdir)
     print(json.dumps(results, indent=2))

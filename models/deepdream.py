@@ -75,6 +75,16 @@ class DeepDream(tf.Module):
             loss += coeff * tf.reduce_sum(tf.square(activation[:, 2:-2, 2:-2, :])) / scaling
         return loss
 
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([1, None, None, 3], tf.float32),
+            tf.TensorSpec([], tf.float32),
+        ],
+        # Called from the step loop rather than inlined into it: inlined into a tf.while_loop
+        # body, the same step ran ~20% slower on about half of the loads (oneDNN, TF 2.16,
+        # 2 cores; a per-load lottery). As its own function it runs like the chapter's step.
+        experimental_attributes={"_noinline": True},
+    )
     def gradient_ascent_step(
         self, image: tf.Tensor, step: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor]:
@@ -183,10 +193,17 @@ def build_deepdream(
     layer_weights: Mapping[str, float] | None = None,
     max_pixels: int = 1024 * 1024,
     max_iterations: int = 100,
+    fold_batch_norm: bool = True,
 ) -> DeepDream:
-    """A `DeepDream` module on an InceptionV3 feature extractor (see `pretrained` for weights)."""
+    """A `DeepDream` module on an InceptionV3 feature extractor (see `pretrained` for weights).
+
+    ``fold_batch_norm`` merges each batch norm into its convolution (`pretrained.fold_batch_norm`):
+    the same function of the image, ~9% less work per step.
+    """
     layer_weights = dict(layer_weights or DEFAULT_LAYER_WEIGHTS)
     extractor = pretrained.feature_extractor("inception_v3", list(layer_weights), weights=weights)
+    if fold_batch_norm:
+        extractor = pretrained.fold_batch_norm(extractor)
     return DeepDream(extractor, layer_weights, max_pixels, max_iterations)
 
 

@@ -61,6 +61,13 @@ Image.fromarray(photo('coffee')).save('out/coffee.jpg', quality=95)"
     --server "$SERVER" --timeout 600
 fi
 
+if [ -d "$ROOT/serving/fast_style_starry_night" ]; then
+  .venv/bin/python -c "from PIL import Image; from sources.photos import photo; \
+Image.fromarray(photo('chelsea')).save('out/chelsea.jpg', quality=95)"
+  $GENPIPE generate style out/chelsea.jpg --fast starry_night -o out/served_fast_style.png \
+    --server "$SERVER"
+fi
+
 step "model versions"
 $GENPIPE status --root "$ROOT" --server "$SERVER"
 step "done: samples are under out/"

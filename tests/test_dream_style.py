@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
 from models import deepdream, fast_style, style_transfer
 from sources import photos
@@ -44,12 +47,17 @@ def dream_module() -> deepdream.DeepDream:
 
 
 @pytest.fixture(scope="module")
-def dream(dream_module, tmp_path_factory):
-    """The `dream` signature of the exported, reloaded SavedModel."""
+def dream_export(dream_module, tmp_path_factory) -> Path:
     export_dir = tmp_path_factory.mktemp("deepdream") / "1"
     limits = deepdream.export_deepdream(export_dir, module=dream_module)
     assert limits["max_pixels"] == MAX_PIXELS and limits["iterations"] == (1, 50)
-    return tf.saved_model.load(str(export_dir)).signatures["dream"]
+    return export_dir
+
+
+@pytest.fixture(scope="module")
+def dream(dream_export):
+    """The `dream` signature of the exported, reloaded SavedModel."""
+    return tf.saved_model.load(str(dream_export)).signatures["dream"]
 
 
 def _dream_request(images, iterations=3, octaves=2, octave_scale=1.4, step=20.0, max_loss=15.0):
@@ -66,7 +74,7 @@ def _dream_request(images, iterations=3, octaves=2, octave_scale=1.4, step=20.0,
 
 def test_dream_loss_rises_on_a_real_photo(dream_module):
     image = tf.cast(_resized(photos.photo("astronaut"), 160, 160), tf.float32)[None] / 127.5 - 1
-    step = tf.function(dream_module.gradient_ascent_step)
+    step = dream_module.gradient_ascent_step
     losses = []
     for _ in range(5):
         loss, image = step(image, tf.constant(20.0))
@@ -148,10 +156,15 @@ def gatys_module() -> style_transfer.StyleTransfer:
 
 
 @pytest.fixture(scope="module")
-def transfer(gatys_module, tmp_path_factory):
+def transfer_export(gatys_module, tmp_path_factory) -> Path:
     export_dir = tmp_path_factory.mktemp("style_transfer") / "1"
     style_transfer.export_style_transfer(export_dir, module=gatys_module)
-    return tf.saved_model.load(str(export_dir)).signatures["transfer"]
+    return export_dir
+
+
+@pytest.fixture(scope="module")
+def transfer(transfer_export):
+    return tf.saved_model.load(str(transfer_export)).signatures["transfer"]
 
 
 def _transfer_request(content, style, iterations=5, height=64, **weights):
@@ -204,6 +217,31 @@ def test_gatys_rejects_bad_input_naming_it(transfer, cat, painting, change, name
         request[key] = tf.constant(value, request[key].dtype)
     with pytest.raises(tf.errors.InvalidArgumentError, match=named):
         transfer(**request)
+
+
+def _saved_functions(export_dir: Path) -> dict:
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((export_dir / "saved_model.pb").read_bytes())
+    return {f.signature.name: f for f in saved.meta_graphs[0].graph_def.library.function}
+
+
+@pytest.mark.parametrize(
+    ("export", "step"),
+    [("dream_export", "gradient_ascent_step"), ("transfer_export", "loss_and_gradient")],
+)
+def test_exported_loops_call_their_step_as_a_function(request, export, step):
+    """Inlined into the while-loop body the step ran ~20% slower on some loads (benchmarks/)."""
+    functions = _saved_functions(request.getfixturevalue(export))
+    noinline = {name for name, f in functions.items() if f.attr["_noinline"].b}
+    assert any(step in name for name in noinline), sorted(functions)
+    callers = {
+        name
+        for name, f in functions.items()
+        for node in f.node_def
+        if node.op in ("PartitionedCall", "StatefulPartitionedCall")
+        and node.attr["f"].func.name in noinline
+    }
+    assert any("while_body" in name for name in callers), callers
 
 
 # ----------------------------------------------------------------------------- fast style

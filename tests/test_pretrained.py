@@ -263,6 +263,23 @@ def test_feature_extractor_returns_named_layers():
         pretrained.feature_extractor("vgg19", ["block9_conv1"], "none")
 
 
+def test_folding_batch_norm_keeps_the_function_and_drops_the_norms(inception):
+    """Every conv -> batch norm pair becomes one conv with a bias; the features stay the same."""
+    folded = pretrained.fold_batch_norm(inception)
+    assert not [la for la in folded.layers if isinstance(la, keras.layers.BatchNormalization)]
+    convs = [la for la in folded.layers if isinstance(la, keras.layers.Conv2D)]
+    assert len(convs) == 94 and all(conv.use_bias for conv in convs)
+    assert not folded.trainable_weights
+    photo = photos.photo("chelsea")[:299, :299].astype("float32")
+    images = pretrained.preprocess_inception(np.stack([photo, photo[::-1]]))
+    expected, actual = inception(images).numpy(), folded(images).numpy()
+    assert np.abs(expected).max() > 1.0  # real activations, not a degenerate case
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    # The original is untouched: still its batch norms, still its outputs.
+    assert sum(isinstance(la, keras.layers.BatchNormalization) for la in inception.layers) == 94
+    np.testing.assert_array_equal(inception(images).numpy(), expected)
+
+
 def test_vgg_preprocessing_round_trips():
     images = np.random.default_rng(1).uniform(0, 255, (2, 5, 7, 3)).astype("float32")
     np.testing.assert_allclose(
