@@ -356,9 +356,9 @@ FAST_STYLE_PROFILES: dict[str, FastStyleProfile] = {
     "smoke": FastStyleProfile(name="smoke", weights="packaged", crop_size=64, crops_per_photo=2,
                               scale_side=96, steps=4, style_size=96, filters=(8, 16, 32),
                               num_residual_blocks=1, batch_size=4, learning_rate=1e-2),
-    # A half-width net on 128 px crops, a few minutes on 2 CPU cores.
+    # A half-width net on 128 px crops: ~0.67 s a step, under 3 minutes on 2 CPU cores.
     "demo": FastStyleProfile(name="demo", crop_size=128, crops_per_photo=8, scale_side=192,
-                             steps=300, style_size=192, filters=(16, 32, 64),
+                             steps=200, style_size=192, filters=(16, 32, 64),
                              num_residual_blocks=3, batch_size=4, learning_rate=3e-3,
                              photo_height=301),
     # The paper's network and 256 px crops (it trains 40k steps of 4 on COCO; give it photos).

@@ -3,7 +3,7 @@
 # scripts/demo.sh with ROOT): run the three TFX pipelines (ImageNet weights -> export or train ->
 # validate -> push), then ask the pushed SavedModels, loaded with tf.saved_model.load as a server
 # loads them, for out/dream.png, out/style.png and out/fast_style_starry_night.png.
-# GENPIPE_DEMO_FAST_STYLE=0 skips the fast style network (about 4 minutes of training).
+# GENPIPE_DEMO_FAST_STYLE=0 skips the fast style network (about 3 minutes of training).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TF_CPP_MIN_LOG_LEVEL=2
