@@ -159,6 +159,15 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
     path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
 
 
+def test_image_folder_with_an_empty_split_fails_saying_what_was_read(tmp_path):
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    (faces / "only.png").write_bytes(_png(np.zeros((12, 10, 3), np.uint8)))
+    (faces / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    with pytest.raises(ValueError, match=r"gave no (train|eval) examples \(2 images read, 1 unr"):
+        _run_example_gen(tmp_path, str(faces), (8, 8, 3))
+
+
 def test_idx_folder_keeps_its_train_and_test_files_as_splits(tmp_path):
     from components.images.dataset import check_dataset, image_shape
 

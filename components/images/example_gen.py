@@ -32,7 +32,7 @@ from PIL import UnidentifiedImageError
 from tfx import types
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.proto import example_gen_pb2
-from tfx.types import artifact_utils, standard_artifacts
+from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from components.common.example_gen import CountingExampleGenExecutor, counter
@@ -146,21 +146,14 @@ class Executor(CountingExampleGenExecutor):
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:  # noqa: N802 (TFX API)
         return ImagesToExample
 
-    def Do(  # noqa: N802 (TFX API)
-        self,
-        input_dict: dict[str, list[types.Artifact]],
-        output_dict: dict[str, list[types.Artifact]],
-        exec_properties: dict[str, Any],
-    ) -> None:
-        super().Do(input_dict, output_dict, exec_properties)
-        examples = artifact_utils.get_single_instance(output_dict["examples"])
-        empty = [name for name, _ in SPLITS
-                 if not examples.get_int_custom_property(f"{name}_examples")]
+    def after_counting(self, counts: dict[str, int], exec_properties: dict[str, Any]) -> None:
+        """Fail when a split came out empty, saying what was read."""
+        empty = [name for name, _ in SPLITS if not counts[f"{name}_examples"]]
         if empty:
             raise ValueError(
                 f"dataset {exec_properties['dataset']!r} gave no {' and no '.join(empty)} "
-                f"examples ({examples.get_int_custom_property('images_read')} images read, "
-                f"{examples.get_int_custom_property('corrupt_images')} unreadable); "
+                f"examples ({counts['images_read']} images read, "
+                f"{counts['corrupt_images']} unreadable); "
                 "an image folder needs enough readable images for a 90/10 split"
             )
 
