@@ -240,10 +240,12 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
             if conv is not None:
                 folds[conv.name] = layer
 
+    folded_norms = {norm.name for norm in folds.values()}
+
     def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
         if layer.name in folds:
             return keras.layers.Conv2D.from_config({**layer.get_config(), "use_bias": True})
-        if isinstance(layer, keras.layers.BatchNormalization) and layer in folds.values():
+        if layer.name in folded_norms:
             return _FoldedAway(name=layer.name)
         return layer.__class__.from_config(layer.get_config())
 

@@ -108,11 +108,6 @@ def create_fast_style_pipeline(
     )
 
 
-def _layout(options: RunOptions, for_local_run: bool) -> RootLayout:
-    # Local runs record absolute artifact URIs, so the cache works from any working directory.
-    return RootLayout(os.path.abspath(options.root) if for_local_run else options.root)
-
-
 def build_pretrained_pipeline(model_name: str, options: RunOptions, *,
                               for_local_run: bool = True) -> Any:
     """The `genpipe run dream|style` pipeline (`--source` does not apply: no training data)."""
@@ -121,7 +116,7 @@ def build_pretrained_pipeline(model_name: str, options: RunOptions, *,
                          "training data (allowed: offline, the default)")
     profiles = DREAM_PROFILES if model_name == "deepdream" else STYLE_PROFILES
     profile = get_profile(profiles, options.profile)
-    layout = _layout(options, for_local_run)
+    layout = RootLayout.for_run(options.root, for_local_run)
     name = f"{model_name.replace('_', '-')}-{profile.name}"
     return create_pretrained_pipeline(
         pipeline_name=name,
@@ -151,7 +146,7 @@ def build_fast_style_pipeline(options: RunOptions, *, for_local_run: bool = True
     style = check_style(style or DEFAULT_STYLE)
     source = check_source(options.source, must_exist=for_local_run)
     model_name = fast_style_model_name(style)
-    layout = _layout(options, for_local_run)
+    layout = RootLayout.for_run(options.root, for_local_run)
     name = f"{model_name.replace('_', '-')}-{profile.name}"
     return create_fast_style_pipeline(
         pipeline_name=name,
@@ -165,12 +160,6 @@ def build_fast_style_pipeline(options: RunOptions, *, for_local_run: bool = True
         beam_pipeline_args=options.beam_pipeline_args,
         enable_cache=options.enable_cache,
     )
-
-
-def _counts(summary: RunSummary) -> str:
-    states = [run.state for run in summary.components.values()]
-    return (f"{len(states)} components: {states.count('COMPLETE')} executed, "
-            f"{states.count('CACHED')} from cache")
 
 
 def _validation_and_push(summary: RunSummary) -> list[str]:
@@ -187,7 +176,7 @@ def summarize_pretrained(summary: RunSummary) -> list[str]:
     """Weights used, export limits, the validation call and the pushed version."""
     model = summary.output("ExportPretrainedModel", "model").properties
     return [
-        _counts(summary),
+        summary.counts_line(),
         f"{model['model_name']} ({model['signature']}) from ImageNet weights: {model['weights']}",
         f"export limits: {model['limits']}",
         *_validation_and_push(summary),
@@ -198,7 +187,7 @@ def summarize_fast_style(summary: RunSummary) -> list[str]:
     """Content crops, training losses, the validation call and the pushed version."""
     examples = summary.output("ContentPhotoGen", "examples").properties
     lines = [
-        _counts(summary),
+        summary.counts_line(),
         "content: {photos_read} photos ({source}), {train_examples} train / {eval_examples} "
         "eval crops of {image_shape}".format(**examples),
     ]

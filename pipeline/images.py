@@ -100,7 +100,7 @@ def build_pipeline(
     `options.source` is the `--dataset` (`offline` means MNIST).
     """
     dataset = check_dataset(options.source, must_exist=for_local_run)
-    layout = RootLayout(options.root)
+    layout = RootLayout.for_run(options.root, for_local_run)
     name = pipeline_name(model, profile)
     return create_pipeline(
         model=model,
@@ -117,9 +117,7 @@ def build_pipeline(
 
 def summary_lines(summary: RunSummary, metric_line: str, evaluator: str) -> list[str]:
     """Component states, data counts, `metric_line`, the blessing and where the model is served."""
-    states = [run.state for run in summary.components.values()]
-    lines = [f"{len(states)} components: {states.count('COMPLETE')} executed, "
-             f"{states.count('CACHED')} from cache"]
+    lines = [summary.counts_line()]
     examples = summary.output("ImageExampleGen", "examples").properties
     lines.append(
         "data: {source} as {image_shape} images: {images_read} read, {corrupt_images} "

@@ -40,6 +40,12 @@ class RootLayout:
 
     root: str
 
+    @classmethod
+    def for_run(cls, root: str, for_local_run: bool) -> RootLayout:
+        """The layout of a run: local runs use the absolute root, so the artifact URIs recorded
+        in ML Metadata (and with them the cache) work from any working directory."""
+        return cls(os.path.abspath(root) if for_local_run else root)
+
     @property
     def metadata_path(self) -> str:
         return os.path.join(self.root, "metadata.sqlite")
@@ -132,6 +138,12 @@ class RunSummary:
         if len(artifacts) != 1:
             raise KeyError(f"{node_id} has {len(artifacts)} artifacts under {key!r}")
         return artifacts[0]
+
+    def counts_line(self) -> str:
+        """`N components: E executed, C from cache`."""
+        states = [run.state for run in self.components.values()]
+        return (f"{len(states)} components: {states.count('COMPLETE')} executed, "
+                f"{states.count('CACHED')} from cache")
 
 
 def _value(value: Any) -> Any:

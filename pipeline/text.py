@@ -7,7 +7,6 @@ TextExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> AnomalyGate
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -93,8 +92,7 @@ def build_pipeline(options: RunOptions, *, for_local_run: bool = True) -> Any:
     """The pipeline for `genpipe run text` options (`RunOptions`), laid out under the root."""
     profile = get_profile(TEXT_PROFILES, options.profile)
     source = check_source(options.source, must_exist=for_local_run)
-    # Local runs record absolute artifact URIs, so the cache works from any working directory.
-    layout = RootLayout(os.path.abspath(options.root) if for_local_run else options.root)
+    layout = RootLayout.for_run(options.root, for_local_run)
     name = pipeline_name(profile)
     return create_pipeline(
         pipeline_name=name,
@@ -110,9 +108,7 @@ def build_pipeline(options: RunOptions, *, for_local_run: bool = True) -> Any:
 
 def summarize(summary: RunSummary) -> list[str]:
     """Human-readable results of a run: data counts, perplexities, blessing, pushed version."""
-    states = [run.state for run in summary.components.values()]
-    lines = [f"{len(states)} components: {states.count('COMPLETE')} executed, "
-             f"{states.count('CACHED')} from cache"]
+    lines = [summary.counts_line()]
     examples = summary.output("TextExampleGen", "examples").properties
     if examples["source"] == "offline":
         lines.append("source: the offline corpus (Rotten Tomatoes snippets + clothing reviews; "

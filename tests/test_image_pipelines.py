@@ -341,3 +341,18 @@ def test_kubeflow_v2_spec_compiles_for_a_face_folder_offline(tmp_path):
     assert "AnomalyGate" in tasks["Transform"]["dependentTasks"]
     parameters = json.dumps(tasks["ImageExampleGen"])
     assert "img_align_celeba" in parameters and "64" in parameters
+
+
+@pytest.mark.parametrize("module", ["pipeline.vae", "pipeline.gan", "pipeline.text"])
+def test_local_runs_record_the_absolute_root(module, tmp_path, monkeypatch):
+    """A relative --root becomes absolute, so ML Metadata's URIs work from any directory."""
+    import importlib
+
+    from pipeline.runner import RunOptions
+
+    monkeypatch.chdir(tmp_path)
+    build = importlib.import_module(module).build_pipeline
+    local = build(RunOptions(profile="smoke", root="runs"), for_local_run=True)
+    assert local.pipeline_info.pipeline_root.startswith(str(tmp_path / "runs" / "pipelines"))
+    remote = build(RunOptions(profile="smoke", root="runs"), for_local_run=False)
+    assert remote.pipeline_info.pipeline_root.startswith(os.path.join("runs", "pipelines"))
