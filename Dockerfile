@@ -16,10 +16,12 @@ RUN uv pip install --system --no-cache -r requirements/lock.txt \
  && uv pip install --system --no-cache --no-deps -r requirements/carriers.txt
 
 COPY pyproject.toml README.md ./
+COPY contracts contracts
 COPY models models
 COPY components components
 COPY pipeline pipeline
 COPY serving serving
+COPY client client
 COPY sources sources
 COPY scripts scripts
 RUN uv pip install --system --no-cache --no-deps . \

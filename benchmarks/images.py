@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from models import deepdream, fast_style, pretrained, style_transfer  # noqa: E402
+from serving.servable import load_servable  # noqa: E402
 from sources import photos  # noqa: E402
 
 BOOK_GATYS_ITERATIONS = 4000
@@ -68,6 +69,12 @@ def alternating_seconds(runs: dict[str, Callable[[], object]], repeats: int) -> 
         for name, run in runs.items():
             times[name].append(timed(run))
     return {name: {"best": min(t), "median": statistics.median(t)} for name, t in times.items()}
+
+
+def session_signature(export_dir: str, key: str) -> Callable[..., dict]:
+    """A signature of an export run as the model server runs it (Session, SignatureDef names)."""
+    servable = load_servable(key, 1, export_dir)
+    return lambda **inputs: servable.run(key, inputs)
 
 
 def resized(image: np.ndarray, height: int) -> np.ndarray:
@@ -139,7 +146,7 @@ def bench_dream(args, workdir: str) -> dict:
         export_dir = os.path.join(workdir, name)
         module = deepdream.build_deepdream(args.weights, fold_batch_norm=fold)
         deepdream.export_deepdream(export_dir, module=module)
-        signatures[name] = tf.saved_model.load(export_dir).signatures["dream"]
+        signatures[name] = session_signature(export_dir, "dream")
     dream = signatures["export"]
     request = {
         "image": tf.constant([tf.io.encode_png(photo).numpy()]),
@@ -154,12 +161,12 @@ def bench_dream(args, workdir: str) -> dict:
     chapter_image = chapter(photo)
     chapter_first = time.perf_counter() - start
     start = time.perf_counter()
-    export_image = tf.io.decode_png(dream(**request)["image"][0]).numpy()
+    export_image = tf.io.decode_png(dream(**request)["image_bytes"][0]).numpy()
     export_first = time.perf_counter() - start
     signatures["export_unfolded"](**request)  # warm-up
     one_step = {**request, "iterations": tf.constant([1])}
     one_step_chapter = chapter_dream(book, {**settings, "iterations": 1})(photo)
-    one_step_export = tf.io.decode_png(dream(**one_step)["image"][0]).numpy()
+    one_step_export = tf.io.decode_png(dream(**one_step)["image_bytes"][0]).numpy()
     warm = alternating_seconds(
         {
             "chapter": lambda: chapter(photo),
@@ -302,7 +309,7 @@ def bench_gatys_and_fast(args, workdir: str) -> dict:
     module = style_transfer.build_style_transfer(args.weights, max_height=args.gatys_height)
     export_dir = os.path.join(workdir, "style_transfer")
     style_transfer.export_style_transfer(export_dir, module=module)
-    transfer = tf.saved_model.load(export_dir).signatures["transfer"]
+    transfer = session_signature(export_dir, "transfer")
 
     def request(iterations: int) -> dict:
         return {
@@ -334,7 +341,7 @@ def bench_gatys_and_fast(args, workdir: str) -> dict:
     transformer = fast_style.build_transformer_net()  # paper-sized; weights don't change speed
     fast_dir = os.path.join(workdir, "fast_style")
     fast_style.export_fast_style(transformer, fast_dir)
-    stylize = tf.saved_model.load(fast_dir).signatures["stylize"]
+    stylize = session_signature(fast_dir, "stylize")
     image = tf.constant([tf.io.encode_png(content).numpy()])
     forward = seconds(lambda: stylize(image=image), max(args.repeats, 5))
     book_run = BOOK_GATYS_ITERATIONS * export_per_iteration

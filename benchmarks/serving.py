@@ -2,11 +2,14 @@
 
     .venv/bin/python benchmarks/serving.py --json out/bench/serving.json
 
-By default a small MLP SavedModel (64 -> 256 -> 10, batch 1) is written to a temporary folder;
-``--model_dir DIR`` measures a real one instead (a model base path holding version folders),
-with ``--signature`` and ``--inputs '{"name": [...]}'`` (columnar JSON; default: zeros/ones
-of each input's dtype at batch 1).
-- in_process: the loaded signature function called directly (tensors in, numpy out);
+By default a small MLP SavedModel (64 -> 256 -> 10, batch 1; `DenseModel` of tests/toy_models.py)
+is written to a temporary folder; ``--model_dir DIR`` measures a real one instead (a model base
+path holding version folders), with ``--signature`` and ``--inputs '{"name": [...]}'`` (columnar
+JSON; default: ones, or b"this movie" for strings, at batch 1). Modes, numpy in and out:
+- in_process: `Servable.run`, the session callable the server runs for each request (the
+  MetaGraphDef in a session, as tensorflow_model_server runs it);
+- object_graph: the same signature from `tf.saved_model.load` (the Python object graph, which
+  the server no longer uses), for comparison;
 - grpc: PredictionService/Predict with the official stub, one channel per client;
 - rest: POST :predict with the columnar JSON body, one HTTP session per client.
 The server is `python -m serving serve` in its own process. Latencies are per request.
@@ -33,17 +36,19 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # toy_models: the server ships no models
 
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
 import tensorflow as tf  # noqa: E402
+import toy_models  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
-from serving import rest_json, toy_models  # noqa: E402
+from serving import rest_json  # noqa: E402
 from serving.config import config_for_model  # noqa: E402
 from serving.manager import ModelManager  # noqa: E402
-from serving.servable import DEFAULT_SIGNATURE  # noqa: E402
+from serving.servable import DEFAULT_SIGNATURE, Servable  # noqa: E402
 
 MODEL = "bench"
 CONCURRENCY = (1, 8)
@@ -66,6 +71,14 @@ def default_inputs(signature) -> dict[str, np.ndarray]:
         else:
             inputs[name] = np.ones(shape, dtype.as_numpy_dtype)
     return inputs
+
+
+def request_inputs(args: argparse.Namespace, signature) -> dict[str, np.ndarray]:
+    """--inputs (columnar JSON) as arrays, or `default_inputs`."""
+    if not args.inputs:
+        return default_inputs(signature)
+    document = {"inputs": json.loads(args.inputs)}
+    return rest_json.inputs_from_document(document, signature.inputs)[0]
 
 
 def measure(call: Callable[[], object], clients: int, requests_total: int) -> dict:
@@ -110,13 +123,21 @@ def measure(call: Callable[[], object], clients: int, requests_total: int) -> di
     }
 
 
-def in_process_caller(function, inputs: dict) -> Callable:
-    tensors = {name: tf.constant(value) for name, value in inputs.items()}
-
+def session_caller(servable: Servable, signature_name: str, inputs: dict) -> Callable:
     def make() -> Callable[[], object]:
-        return lambda: {k: v.numpy() for k, v in function(**tensors).items()}
+        return lambda: servable.run(signature_name, inputs)
 
     return make
+
+
+def object_graph_caller(version_dir: str, signature_name: str, inputs: dict) -> Callable:
+    function = tf.saved_model.load(version_dir).signatures[signature_name]
+
+    def call() -> dict:
+        tensors = {name: tf.constant(value) for name, value in inputs.items()}
+        return {k: v.numpy() for k, v in function(**tensors).items()}
+
+    return lambda: call
 
 
 def grpc_caller(address: str, signature_name: str, inputs: dict) -> Callable:
@@ -193,35 +214,33 @@ def run(args: argparse.Namespace) -> dict:
         if base_path is None:
             base_path = str(Path(scratch) / MODEL)
             toy_models.export_and_push(toy_models.DenseModel(), base_path, 1)
-        # Loaded with the server's own manager and loader, kept for the in-process calls.
+        # Loaded with the server's own manager and loader, held for the in-process calls.
         manager = ModelManager(config_for_model(MODEL, base_path), poll_wait_seconds=0)
         manager.start()
-        with manager.servable(MODEL) as servable:
-            signature, function = servable.signature(args.signature)
-            version = servable.version
-        if args.inputs:
-            document = json.loads(args.inputs)
-            inputs, _ = rest_json.inputs_from_document({"inputs": document}, signature.inputs)
-        else:
-            inputs = default_inputs(signature)
-        server = ServerProcess(base_path)
+        server = None
         try:
-            callers = {
-                "in_process": in_process_caller(function, inputs),
-                "grpc": grpc_caller(f"127.0.0.1:{server.grpc_port}", args.signature, inputs),
-                "rest": rest_caller(
-                    f"http://127.0.0.1:{server.rest_port}/v1/models/{MODEL}:predict",
-                    args.signature,
-                    inputs,
-                ),
-            }
-            results = [
-                {"mode": mode, **measure(make, clients, args.requests)}
-                for clients in CONCURRENCY
-                for mode, make in callers.items()
-            ]
+            with manager.servable(MODEL) as servable:
+                version = servable.version
+                inputs = request_inputs(args, servable.signature(args.signature))
+                server = ServerProcess(base_path)
+                callers = {
+                    "in_process": session_caller(servable, args.signature, inputs),
+                    "object_graph": object_graph_caller(servable.path, args.signature, inputs),
+                    "grpc": grpc_caller(f"127.0.0.1:{server.grpc_port}", args.signature, inputs),
+                    "rest": rest_caller(
+                        f"http://127.0.0.1:{server.rest_port}/v1/models/{MODEL}:predict",
+                        args.signature,
+                        inputs,
+                    ),
+                }
+                results = [
+                    {"mode": mode, **measure(make, clients, args.requests)}
+                    for clients in CONCURRENCY
+                    for mode, make in callers.items()
+                ]
         finally:
-            server.stop()
+            if server is not None:
+                server.stop()
             manager.stop()
     return {
         "benchmark": "serving",
@@ -268,6 +287,9 @@ def main() -> int:
     added = by_mode[("grpc", 1)]["p50_ms"] - by_mode[("in_process", 1)]["p50_ms"]
     report["grpc_added_p50_ms"] = added
     print(f"gRPC adds {added:.2f} ms at p50 over the in-process call (target: <= 2 ms)")
+    old_path = by_mode[("object_graph", 1)]["p50_ms"] / by_mode[("in_process", 1)]["p50_ms"]
+    report["object_graph_over_session_p50"] = old_path
+    print(f"the object-graph call takes {old_path:.2f}x the session callable at p50")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

@@ -34,6 +34,7 @@ import tensorflow as tf  # noqa: E402
 from models.text.export import export_text_lm  # noqa: E402
 from models.text.lm import build_lm  # noqa: E402
 from models.text.standardize import vocabulary_with_specials  # noqa: E402
+from serving.servable import load_servable  # noqa: E402
 
 VOCAB_SIZE, SEQUENCE_LENGTH, EMBED_DIM, LATENT_DIM, NUM_HEADS = 15000, 100, 256, 2048, 2
 NEW_TOKENS = 50
@@ -108,7 +109,8 @@ def floor_loop(model) -> Callable[[], tf.Tensor]:
 
 
 def cached_generate(export_dir: str, batch: int) -> Callable[[], dict]:
-    generate = tf.saved_model.load(export_dir).signatures["generate"]
+    servable = load_servable("text_lm", 1, export_dir)  # what the model server runs
+    generate = lambda **inputs: servable.run("generate", inputs)  # noqa: E731
     inputs = dict(
         prompt=tf.constant([PROMPT] * batch),
         max_tokens=tf.fill([batch], NEW_TOKENS),

@@ -8,13 +8,17 @@ duplicate version. `AtomicPusher` (TFX's Pusher with the executor below):
   version or a complete one (on local filesystems; object stores have no atomic rename and get
   TFX's copy with saved_model.pb last);
 - does not push a model whose files equal the latest pushed version's; the output artifact then
-  records that version (`pushed_version`) and `reused_version=1`.
+  records that version (`pushed_version`) and `reused_version=1`;
+- with an `infra_blessing` from `ServingValidator`, pushes only when it is blessed too, and puts
+  its requests into the version as `assets.extra/tf_serving_warmup_requests` (before
+  saved_model.pb appears), so TF Serving replays exactly the requests that were validated.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from absl import logging
@@ -27,6 +31,8 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
+from components.common.serving_validation import WARMUP_FILE, WARMUP_PATH
+
 SAVED_MODEL_FILE = "saved_model.pb"
 
 
@@ -35,24 +41,30 @@ def is_local(path: str) -> bool:
     return "://" not in path
 
 
-def copy_saved_model(source: str, destination: str) -> None:
-    """Copies a SavedModel folder, writing saved_model.pb last (servers wait for that file)."""
-    io_utils.copy_dir(source, destination, deny_regex_patterns=[r"saved_model\.pb"])
-    io_utils.copy_file(
-        os.path.join(source, SAVED_MODEL_FILE), os.path.join(destination, SAVED_MODEL_FILE)
-    )
+def version_files(model_dir: str, warmup_file: str | None = None) -> dict[str, str]:
+    """{path in the version: source file}: the SavedModel's files, and the warmup file if any."""
+    files = _relative_files(model_dir)
+    if warmup_file is not None:
+        files[WARMUP_PATH] = warmup_file
+    return files
 
 
-def publish_version(model_dir: str, version_dir: str) -> None:
+def copy_files(files: Mapping[str, str], destination: str) -> None:
+    """Copies `version_files` into `destination`, saved_model.pb last (servers wait for it)."""
+    for name in sorted(files, key=lambda name: name == SAVED_MODEL_FILE):
+        io_utils.copy_file(files[name], os.path.join(destination, name), overwrite=True)
+
+
+def publish_version(files: Mapping[str, str], version_dir: str) -> None:
     """Makes `version_dir` appear complete: staged beside it, then renamed (local paths)."""
     if not is_local(version_dir):
-        copy_saved_model(model_dir, version_dir)
+        copy_files(files, version_dir)
         return
     base, version = os.path.split(version_dir.rstrip("/"))
     staging = os.path.join(base, f".{version}.partial")
     if fileio.exists(staging):
         fileio.rmtree(staging)
-    copy_saved_model(model_dir, staging)
+    copy_files(files, staging)
     os.rename(staging, version_dir)
 
 
@@ -74,16 +86,34 @@ def _relative_files(root: str) -> dict[str, str]:
     return files
 
 
-def same_files(first: str, second: str) -> bool:
-    """Whether two folders hold the same relative paths with the same bytes."""
-    first_files, second_files = _relative_files(first), _relative_files(second)
-    if first_files.keys() != second_files.keys():
+def same_files(files: Mapping[str, str], directory: str) -> bool:
+    """Whether `directory` holds exactly `files` (`version_files`), with the same bytes."""
+    found = _relative_files(directory)
+    if found.keys() != files.keys():
         return False
-    for name, path in first_files.items():
-        with fileio.open(path, "rb") as a, fileio.open(second_files[name], "rb") as b:
+    for name, path in files.items():
+        with fileio.open(path, "rb") as a, fileio.open(found[name], "rb") as b:
             if a.read() != b.read():
                 return False
     return True
+
+
+def unblessed(input_dict: Mapping[str, list[types.Artifact]]) -> list[str]:
+    """The blessing inputs (`model_blessing`, `infra_blessing`) given and not blessed."""
+    specs = standard_component_specs
+    given = {key: artifact_utils.get_single_instance(input_dict[key])
+             for key in (specs.MODEL_BLESSING_KEY, specs.INFRA_BLESSING_KEY) if input_dict.get(key)}
+    return [key for key, blessing in given.items()
+            if blessing.get_int_custom_property("blessed") != 1]
+
+
+def warmup_file(input_dict: Mapping[str, list[types.Artifact]]) -> str | None:
+    """The validated requests of the `infra_blessing` input (`ServingValidator`), if any."""
+    blessings = input_dict.get(standard_component_specs.INFRA_BLESSING_KEY)
+    if not blessings:
+        return None
+    path = os.path.join(artifact_utils.get_single_instance(blessings).uri, WARMUP_FILE)
+    return path if fileio.exists(path) else None
 
 
 class AtomicPushExecutor(pusher_executor.Executor):
@@ -101,7 +131,7 @@ class AtomicPushExecutor(pusher_executor.Executor):
         )
         if not self.CheckBlessing(input_dict):
             self._MarkNotPushed(pushed)
-            print("  model not blessed: not pushed", flush=True)
+            print(f"  not pushed: {' and '.join(unblessed(input_dict))} not blessed", flush=True)
             return
         model_dir = self.GetModelPath(input_dict)
         destination = pusher_pb2.PushDestination()
@@ -113,18 +143,19 @@ class AtomicPushExecutor(pusher_executor.Executor):
                              "(PushDestination.Filesystem with base_directory)")
         base_dir = destination.filesystem.base_directory
 
+        files = version_files(model_dir, warmup_file(input_dict))
         latest = latest_version(base_dir)
-        if latest is not None and same_files(model_dir, os.path.join(base_dir, latest)):
+        if latest is not None and same_files(files, os.path.join(base_dir, latest)):
             version, reused = latest, True
             logging.info("Model equals the pushed version %s; not pushed again.", latest)
         else:
             version, reused = self._new_version(base_dir, latest), False
-            publish_version(model_dir, os.path.join(base_dir, version))
+            publish_version(files, os.path.join(base_dir, version))
             logging.info("Model pushed to %s.", os.path.join(base_dir, version))
         print(f"  {'already served as' if reused else 'pushed'} "
               f"{os.path.join(base_dir, version)}", flush=True)
 
-        io_utils.copy_dir(model_dir, pushed.uri)
+        copy_files(files, pushed.uri)
         self._MarkPushed(pushed, pushed_destination=os.path.join(base_dir, version),
                          pushed_version=version)
         pushed.set_int_custom_property("reused_version", int(reused))

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 import keras
 import tensorflow as tf
 
-from models import image_codec, pretrained
+from contracts import deepdream as contract
+from models import image_codec, pretrained, saved_model
 
 __all__ = [
     "CONTROL_RANGES",
@@ -29,12 +30,11 @@ DEFAULT_LAYER_WEIGHTS = {"mixed4": 1.0, "mixed5": 1.5, "mixed6": 2.0, "mixed7": 
 # Octaves are never smaller than this side (scaled up, aspect kept): at 139 px the mixed4..7
 # maps are 7x7, 3x3 once the loss drops their 2-pixel border; below 107 px nothing would remain.
 MIN_OCTAVE_SIDE = 139
-# Allowed values of the per-request controls; `iterations`' maximum is fixed at export.
+# Allowed values of the per-request controls (the contract's); `iterations`' maximum is fixed
+# at export.
 CONTROL_RANGES = {
-    "octaves": (1, 8),
-    "octave_scale": (1.0, 4.0),
-    "step": (0.0, 1000.0),
-    "max_loss": (0.0, 1e6),  # 0 = no early stop
+    name: contract.DREAM.input(name).bounds({})
+    for name in ("octaves", "octave_scale", "step", "max_loss")
 }
 
 
@@ -45,8 +45,8 @@ class DeepDream(tf.Module):
         self,
         extractor: keras.Model,
         layer_weights: Mapping[str, float] = DEFAULT_LAYER_WEIGHTS,
-        max_pixels: int = 1024 * 1024,
-        max_iterations: int = 100,
+        max_pixels: int = contract.LIMITS["max_pixels"],
+        max_iterations: int = contract.LIMITS["max_iterations"],
     ):
         super().__init__(name="deepdream")
         self.extractor = extractor
@@ -57,13 +57,9 @@ class DeepDream(tf.Module):
         self.max_pixels = tf.Variable(self._max_pixels, trainable=False, dtype=tf.int64)
         self.max_iterations = tf.Variable(self._max_iterations, trainable=False, dtype=tf.int32)
 
-    def limits(self) -> dict[str, object]:
-        """Allowed input ranges of the `dream` signature."""
-        return {
-            "max_pixels": self._max_pixels,
-            "iterations": (1, self._max_iterations),
-            **CONTROL_RANGES,
-        }
+    def limits(self) -> dict[str, int]:
+        """The limits of the `dream` signature fixed at export (`contracts.deepdream.LIMITS`)."""
+        return {"max_pixels": self._max_pixels, "max_iterations": self._max_iterations}
 
     def compute_loss(self, image: tf.Tensor) -> tf.Tensor:
         """Weighted mean squared activation of the chosen layers, border pixels excluded."""
@@ -185,14 +181,14 @@ class DeepDream(tf.Module):
                 (image, iterations, octaves, octave_scale, step, max_loss),
                 fn_output_signature=tf.TensorSpec([], tf.string),
             )
-        return {"image": dreams}
+        return {"image_bytes": dreams}
 
 
 def build_deepdream(
     weights: str | os.PathLike | None = "imagenet",
     layer_weights: Mapping[str, float] | None = None,
-    max_pixels: int = 1024 * 1024,
-    max_iterations: int = 100,
+    max_pixels: int = contract.LIMITS["max_pixels"],
+    max_iterations: int = contract.LIMITS["max_iterations"],
     fold_batch_norm: bool = True,
 ) -> DeepDream:
     """A `DeepDream` module on an InceptionV3 feature extractor (see `pretrained` for weights).
@@ -211,11 +207,17 @@ def export_deepdream(
     export_dir: str | os.PathLike,
     weights: str | os.PathLike | None = "imagenet",
     layer_weights: Mapping[str, float] | None = None,
-    max_pixels: int = 1024 * 1024,
-    max_iterations: int = 100,
+    max_pixels: int = contract.LIMITS["max_pixels"],
+    max_iterations: int = contract.LIMITS["max_iterations"],
     module: DeepDream | None = None,
 ) -> dict[str, object]:
-    """Write a SavedModel with the `dream` signature; returns the limits fixed at export."""
+    """Write a SavedModel with the `dream` signature; returns the contract sidecar."""
     module = module or build_deepdream(weights, layer_weights, max_pixels, max_iterations)
-    tf.saved_model.save(module, os.fspath(export_dir), signatures={"dream": module.dream})
-    return {**module.limits(), "layer_weights": module.layer_weights}
+    return saved_model.save(
+        module,
+        export_dir,
+        {"dream": module.dream},
+        contract=contract.CONTRACT,
+        limits=module.limits(),
+        info={"layer_weights": module.layer_weights},
+    )

@@ -16,7 +16,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models import image_codec, pretrained
+from contracts import fast_style as contract
+from models import image_codec, pretrained, saved_model
 
 __all__ = [
     "CONTENT_LAYER",
@@ -248,7 +249,9 @@ def train_fast_style(
 class FastStyle(tf.Module):
     """Serving module of a trained transformer net; `stylize` is the signature."""
 
-    def __init__(self, transformer: keras.Model, max_pixels: int = 2**22):
+    def __init__(
+        self, transformer: keras.Model, max_pixels: int = contract.LIMITS["max_pixels"]
+    ):
         super().__init__(name="fast_style")
         self.transformer = transformer
         self._max_pixels = int(max_pixels)
@@ -282,14 +285,24 @@ class FastStyle(tf.Module):
         images = tf.map_fn(
             self._stylize_encoded, image, fn_output_signature=tf.TensorSpec([], tf.string)
         )
-        return {"image": images}
+        return {"image_bytes": images}
 
 
 def export_fast_style(
-    model: keras.Model, export_dir: str | os.PathLike, max_pixels: int = 2**22
+    model: keras.Model,
+    export_dir: str | os.PathLike,
+    max_pixels: int = contract.LIMITS["max_pixels"],
+    model_name: str | None = None,
 ) -> dict[str, object]:
-    """Write a SavedModel with the `stylize` signature for a transformer net (or its trainer)."""
+    """Write a SavedModel with the `stylize` signature for a transformer net (or its trainer);
+    ``model_name`` is the served name (`fast_style_<style>`). Returns the contract sidecar."""
     transformer = model.transformer if isinstance(model, FastStyleTrainer) else model
     module = FastStyle(transformer, max_pixels)
-    tf.saved_model.save(module, os.fspath(export_dir), signatures={"stylize": module.stylize})
-    return module.limits()
+    return saved_model.save(
+        module,
+        export_dir,
+        {"stylize": module.stylize},
+        contract=contract.CONTRACT,
+        limits=module.limits(),
+        model_name=model_name,
+    )

@@ -1,27 +1,26 @@
-"""SavedModel exports of the VAE and the DCGAN with their serving signatures (DESIGN.md).
+"""SavedModel exports of the VAE and the DCGAN with their serving signatures.
 
 Every input and output has a leading batch dimension [B]; randomness is stateless and keyed by
 an int64 ``seed`` per example; every input is checked in the graph, so a bad value fails with
 INVALID_ARGUMENT naming the input and its allowed range before any work is done. Only standard
-TensorFlow ops are used. The limits fixed at export are returned and written to
-``assets.extra/genpipe_limits.json`` beside the model.
+TensorFlow ops are used. The signatures are those of `contracts.vae` and `contracts.gan` (PNG
+outputs are ``png_bytes``); the limits fixed at export go to the contract sidecar.
 
 VAE signatures (images float32 [B, H, W, C] in [0, 1], D = latent size):
-  decode(z [B, D])                                   -> images [B, H, W, C], png [B]
+  decode(z [B, D])                                   -> images [B, H, W, C], png_bytes [B]
   encode(images)                                     -> z_mean [B, D], z_log_var [B, D]
-  sample(seed int64 [B])                             -> images, png, z
-  latent_grid(n int32 [B], extent float32 [B])       -> png [B]
-  interpolate(z_a [B, D], z_b [B, D], steps int32 [B]) -> png [B] (a strip), images [B, S, H, W, C]
-  edit(images, from_label int32 [B], to_label int32 [B], strength float32 [B]) -> images, png
+  sample(seed int64 [B])                             -> images, png_bytes, z
+  latent_grid(n int32 [B], extent float32 [B])       -> png_bytes [B]
+  interpolate(z_a, z_b [B, D], steps int32 [B])      -> png_bytes [B] (strips), images [B, S, ...]
+  edit(images, from_label int32 [B], to_label int32 [B], strength float32 [B]) -> images, png_bytes
     (only when label means are given; moves z_mean by strength * (mean[to] - mean[from]))
 GAN signatures (images uint8 [B, H, W, C]):
-  generate(seed int64 [B]) -> images, png   (also `serving_default`)
-  decode(z float32 [B, latent]) -> images, png
+  generate(seed int64 [B]) -> images, png_bytes   (also `serving_default`)
+  decode(z float32 [B, latent]) -> images, png_bytes
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 
@@ -29,7 +28,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models import image_codec, image_grid
+from contracts import SEED_MAX
+from contracts import gan as gan_contract
+from contracts import vae as vae_contract
+from models import image_codec, image_grid, saved_model
 from models.vae import latent_grid_images
 
 __all__ = [
@@ -42,8 +44,6 @@ __all__ = [
     "latents_from_seeds",
 ]
 
-LIMITS_FILE = os.path.join("assets.extra", "genpipe_limits.json")
-SEED_MAX = 2**63 - 1
 
 
 # ----------------------------------------------------------------------------- validation
@@ -95,13 +95,6 @@ def latents_from_seeds(seeds: tf.Tensor, latent_dim: int) -> tf.Tensor:
     )
 
 
-def _write_limits(export_dir: str, limits: dict) -> None:
-    path = os.path.join(export_dir, LIMITS_FILE)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as handle:
-        json.dump(limits, handle, indent=2, sort_keys=True)
-
-
 # ----------------------------------------------------------------------------- VAE
 
 
@@ -109,12 +102,12 @@ def _write_limits(export_dir: str, limits: dict) -> None:
 class VAELimits:
     """Request limits fixed at export."""
 
-    max_batch: int = 64
-    max_grid: int = 30  # latent_grid n in [2, max_grid]
-    max_grid_cells: int = 3600  # latent_grid: sum of n * n over the batch (decoder calls)
-    max_extent: float = 4.0  # latent_grid extent in (0, max_extent]
-    max_steps: int = 16  # interpolate steps in [2, max_steps]
-    max_strength: float = 4.0  # edit strength in [-max_strength, max_strength]
+    max_batch: int = vae_contract.LIMITS["max_batch"]
+    max_grid: int = vae_contract.LIMITS["max_grid"]
+    max_grid_cells: int = vae_contract.LIMITS["max_grid_cells"]
+    max_extent: float = vae_contract.LIMITS["max_extent"]
+    max_steps: int = vae_contract.LIMITS["max_steps"]
+    max_strength: float = vae_contract.LIMITS["max_strength"]
 
 
 class VAEServing(tf.Module):
@@ -174,7 +167,7 @@ class VAEServing(tf.Module):
 
     def _decoded(self, z: tf.Tensor) -> dict[str, tf.Tensor]:
         images = self.decoder(z, training=False)
-        return {"images": images, "png": image_codec.encode_png(image_grid.to_uint8(images))}
+        return {"images": images, "png_bytes": image_codec.encode_png(image_grid.to_uint8(images))}
 
     def _decode(self, z):
         (z,) = _after([_check_batch("z", z, self.limits.max_batch), _check_finite("z", z)], z)
@@ -224,7 +217,7 @@ class VAEServing(tf.Module):
             (n, extent),
             fn_output_signature=tf.string,
         )
-        return {"png": png}
+        return {"png_bytes": png}
 
     def _interpolate(self, z_a, z_b, steps):
         checks = [
@@ -252,7 +245,7 @@ class VAEServing(tf.Module):
                 tf.TensorSpec([None, *self.image_shape], tf.float32),
             ),
         )
-        return {"png": png, "images": images}
+        return {"png_bytes": png, "images": images}
 
     def _check_label(self, name: str, labels: tf.Tensor) -> tf.Operation:
         size = len(self._known)
@@ -293,32 +286,27 @@ def export_vae(
     export_dir: str | os.PathLike,
     *,
     label_means: dict[int, np.ndarray] | None = None,
-    max_batch: int = 64,
-    max_grid: int = 30,
-    max_grid_cells: int = 3600,
-    max_extent: float = 4.0,
-    max_steps: int = 16,
-    max_strength: float = 4.0,
+    limits: VAELimits = VAELimits(),
 ) -> dict:
     """Save ``vae`` (anything with ``.encoder`` and ``.decoder``) as a serving SavedModel.
 
     ``label_means`` (from `models.vae.label_means`) enables the ``edit`` signature. Returns the
-    limits and signature names, also written to ``assets.extra/genpipe_limits.json``.
+    contract sidecar: signature keys, limits, and latent size, image shape and labels as info.
     """
-    limits = VAELimits(max_batch, max_grid, max_grid_cells, max_extent, max_steps, max_strength)
     module = VAEServing(vae.encoder, vae.decoder, label_means=label_means, limits=limits)
-    export_dir = os.fspath(export_dir)
     info = {
-        "model": "vae",
-        **asdict(limits),
         "latent_dim": module.latent_dim,
         "image_shape": list(module.image_shape),
         "labels": sorted(int(label) for label in label_means or {}),
-        "signatures": sorted(module.signatures()),
     }
-    _write_limits(export_dir, info)
-    tf.saved_model.save(module, export_dir, signatures=module.signatures())
-    return info
+    return saved_model.save(
+        module,
+        export_dir,
+        module.signatures(),
+        contract=vae_contract.CONTRACT,
+        limits=asdict(limits),
+        info=info,
+    )
 
 
 # ----------------------------------------------------------------------------- GAN
@@ -328,7 +316,7 @@ def export_vae(
 class GANLimits:
     """Request limits fixed at export."""
 
-    max_batch: int = 64
+    max_batch: int = gan_contract.LIMITS["max_batch"]
 
 
 class GANServing(tf.Module):
@@ -351,7 +339,7 @@ class GANServing(tf.Module):
 
     def _images(self, z: tf.Tensor) -> dict[str, tf.Tensor]:
         images = image_grid.to_uint8(self.generator(z, training=False))
-        return {"images": images, "png": image_codec.encode_png(images)}
+        return {"images": images, "png_bytes": image_codec.encode_png(images)}
 
     def _generate(self, seed):
         checks = [
@@ -367,19 +355,16 @@ class GANServing(tf.Module):
 
 
 def export_gan(
-    generator: keras.Model, export_dir: str | os.PathLike, *, max_batch: int = 64
+    generator: keras.Model, export_dir: str | os.PathLike, *, limits: GANLimits = GANLimits()
 ) -> dict:
-    """Save ``generator`` as a serving SavedModel; returns the limits (also in assets.extra)."""
-    limits = GANLimits(max_batch)
+    """Save ``generator`` as a serving SavedModel; returns the contract sidecar."""
     module = GANServing(generator, limits=limits)
-    export_dir = os.fspath(export_dir)
-    info = {
-        "model": "gan",
-        **asdict(limits),
-        "latent_dim": module.latent_dim,
-        "image_shape": list(module.image_shape),
-        "signatures": sorted(module.signatures()),
-    }
-    _write_limits(export_dir, info)
-    tf.saved_model.save(module, export_dir, signatures=module.signatures())
-    return info
+    info = {"latent_dim": module.latent_dim, "image_shape": list(module.image_shape)}
+    return saved_model.save(
+        module,
+        export_dir,
+        module.signatures(),
+        contract=gan_contract.CONTRACT,
+        limits=asdict(limits),
+        info=info,
+    )

@@ -21,7 +21,8 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
-from models import image_codec, pretrained
+from contracts import style_transfer as contract
+from models import image_codec, pretrained, saved_model
 
 __all__ = [
     "CHAPTER_WEIGHTS",
@@ -39,15 +40,19 @@ __all__ = [
 
 CONTENT_LAYER = "block5_conv2"
 STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
-CHAPTER_WEIGHTS = {"content_weight": 2.5e-8, "style_weight": 1e-6, "tv_weight": 1e-6}
+# The chapter's loss weights: the contract's defaults of the `transfer` inputs.
+CHAPTER_WEIGHTS = {
+    name: contract.TRANSFER.input(name).default
+    for name in ("content_weight", "style_weight", "tv_weight")
+}
 # SGD learning rate 100 * 0.96 ** (step / 100), the chapter's Keras ExponentialDecay, for an
 # image of REFERENCE_PIXELS; scaled in proportion to the image area (see the module docstring).
 LEARNING_RATE = keras.optimizers.schedules.ExponentialDecay(
     initial_learning_rate=100.0, decay_steps=100, decay_rate=0.96
 )
 REFERENCE_PIXELS = 400 * 600
-MIN_SIDE = 32  # VGG19 halves the image 4 times before block5_conv1
-WEIGHT_RANGE = (0.0, 1e3)
+MIN_SIDE = contract.MIN_SIDE
+WEIGHT_RANGE = contract.WEIGHT_RANGE
 
 
 def gram_matrix(features: tf.Tensor) -> tf.Tensor:
@@ -85,9 +90,9 @@ class StyleTransfer(tf.Module):
     def __init__(
         self,
         extractor: keras.Model,
-        max_height: int = 400,
-        max_iterations: int = 4000,
-        max_pixels: int = 2**24,
+        max_height: int = contract.LIMITS["max_height"],
+        max_iterations: int = contract.LIMITS["max_iterations"],
+        max_pixels: int = contract.LIMITS["max_pixels"],
         content_layer: str = CONTENT_LAYER,
         style_layers: Sequence[str] = STYLE_LAYERS,
     ):
@@ -103,14 +108,12 @@ class StyleTransfer(tf.Module):
         self.max_iterations = tf.Variable(self._max_iterations, trainable=False, dtype=tf.int32)
         self.max_pixels = tf.Variable(self._max_pixels, trainable=False, dtype=tf.int64)
 
-    def limits(self) -> dict[str, object]:
-        """Allowed input ranges of the `transfer` signature."""
+    def limits(self) -> dict[str, int]:
+        """The limits of `transfer` fixed at export (`contracts.style_transfer.LIMITS`)."""
         return {
+            "max_height": self._max_height,
+            "max_iterations": self._max_iterations,
             "max_pixels": self._max_pixels,
-            "iterations": (1, self._max_iterations),
-            "height": (MIN_SIDE, self._max_height),
-            "width": (MIN_SIDE, 4 * self._max_height),
-            **{name: WEIGHT_RANGE for name in CHAPTER_WEIGHTS},
         }
 
     def compute_targets(
@@ -241,14 +244,14 @@ class StyleTransfer(tf.Module):
                 tuple(inputs.values()),
                 fn_output_signature=(tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.float32)),
             )
-        return {"image": images, "loss": losses}
+        return {"image_bytes": images, "loss": losses}
 
 
 def build_style_transfer(
     weights: str | os.PathLike | None = "imagenet",
-    max_height: int = 400,
-    max_iterations: int = 4000,
-    max_pixels: int = 2**24,
+    max_height: int = contract.LIMITS["max_height"],
+    max_iterations: int = contract.LIMITS["max_iterations"],
+    max_pixels: int = contract.LIMITS["max_pixels"],
 ) -> StyleTransfer:
     """A `StyleTransfer` module on a VGG19 feature extractor (see `pretrained` for weights)."""
     layers = [CONTENT_LAYER, *STYLE_LAYERS]
@@ -259,12 +262,18 @@ def build_style_transfer(
 def export_style_transfer(
     export_dir: str | os.PathLike,
     weights: str | os.PathLike | None = "imagenet",
-    max_height: int = 400,
-    max_iterations: int = 4000,
-    max_pixels: int = 2**24,
+    max_height: int = contract.LIMITS["max_height"],
+    max_iterations: int = contract.LIMITS["max_iterations"],
+    max_pixels: int = contract.LIMITS["max_pixels"],
     module: StyleTransfer | None = None,
 ) -> dict[str, object]:
-    """Write a SavedModel with the `transfer` signature; returns the limits fixed at export."""
+    """Write a SavedModel with the `transfer` signature; returns the contract sidecar."""
     module = module or build_style_transfer(weights, max_height, max_iterations, max_pixels)
-    tf.saved_model.save(module, os.fspath(export_dir), signatures={"transfer": module.transfer})
-    return module.limits()
+    return saved_model.save(
+        module,
+        export_dir,
+        {"transfer": module.transfer},
+        contract=contract.CONTRACT,
+        limits=module.limits(),
+        info={"content_layer": module.content_layer, "style_layers": list(module.style_layers)},
+    )

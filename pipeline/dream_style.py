@@ -1,11 +1,13 @@
 """DeepDream (DLwP 12.2), Gatys style transfer (12.3) and the fast style network as TFX pipelines.
 
 DeepDream and style transfer have no training data:
-    ExportPretrainedModel (ImageNet weights -> SavedModel) -> ValidateSignature -> Pusher
+    ExportPretrainedModel (ImageNet weights -> SavedModel) -> ServingValidator -> Pusher
 The fast style network trains on content photos:
-    ContentPhotoGen -> Trainer (VGG19 perceptual loss) -> ValidateSignature -> Pusher
-Every Pusher is `AtomicPusher`, to `<root>/serving/<model>/<version>/`. `pipeline.dream`,
-`pipeline.style` and `pipeline.fast_style` are the `genpipe run` targets built on these factories.
+    ContentPhotoGen -> Trainer (VGG19 perceptual loss) -> ServingValidator -> Pusher
+ServingValidator runs every signature on TF Serving's loading path on a real photo (the output
+must have the asked size) and writes the warmup requests; every Pusher is `AtomicPusher`, to
+`<root>/serving/<model>/<version>/`. `pipeline.dream`, `pipeline.style` and `pipeline.fast_style`
+are the `genpipe run` targets built on these factories.
 """
 
 from __future__ import annotations
@@ -42,24 +44,21 @@ def create_pretrained_pipeline(
     enable_cache: bool = True,
 ) -> Any:
     """Export `model_name` (`deepdream` | `style_transfer`) from ImageNet weights, validate it on
-    a real photo and push it (no side effects; returns a tfx Pipeline)."""
+    TF Serving's loading path and push it (no side effects; returns a tfx Pipeline)."""
     from tfx import v1 as tfx
 
     from components.pretrained.export import ExportPretrainedModel, check_model_name
-    from components.pretrained.validate import ValidateSignature
 
     check_model_name(model_name)
     export = ExportPretrainedModel(
         model_name=model_name, settings=json.dumps(profile.export_settings())
     ).with_id("ExportPretrainedModel")
-    validate = ValidateSignature(
-        model=export.outputs["model"], model_name=model_name, request=json.dumps(profile.request())
-    ).with_id("ValidateSignature")
-    pusher = stages.pusher(export.outputs["model"], validate.outputs["blessing"], serving_dir)
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
-        components=[export, validate, pusher],
+        components=[
+            export, *stages.validate_and_push(export.outputs["model"], model_name, serving_dir),
+        ],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
     )
@@ -82,7 +81,6 @@ def create_fast_style_pipeline(
     from tfx import v1 as tfx
 
     from components.fast_style.photos import ContentPhotoGen
-    from components.pretrained.validate import ValidateSignature
 
     photo_gen = ContentPhotoGen(source=source, **profile.photo_gen_parameters()).with_id(
         "ContentPhotoGen"
@@ -94,14 +92,14 @@ def create_fast_style_pipeline(
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),
         custom_config=profile.trainer_config(style),
     )
-    validate = ValidateSignature(
-        model=trainer.outputs["model"], model_name=model_name, request=json.dumps(profile.request())
-    ).with_id("ValidateSignature")
-    pusher = stages.pusher(trainer.outputs["model"], validate.outputs["blessing"], serving_dir)
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
-        components=[photo_gen, trainer, validate, pusher],
+        components=[
+            photo_gen,
+            trainer,
+            *stages.validate_and_push(trainer.outputs["model"], model_name, serving_dir),
+        ],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(beam_pipeline_args),
@@ -130,7 +128,7 @@ def build_pretrained_pipeline(model_name: str, options: RunOptions, *,
 
 
 def fast_style_model_name(style: str) -> str:
-    """The served name `fast_style_<style>` (DESIGN.md)."""
+    """The served name `fast_style_<style>` (`contracts.fast_style`)."""
     from components.fast_style.trainer import style_name
 
     return f"fast_style_{style_name(style)}"
@@ -162,16 +160,6 @@ def build_fast_style_pipeline(options: RunOptions, *, for_local_run: bool = True
     )
 
 
-def _validation_and_push(summary: RunSummary) -> list[str]:
-    blessing = summary.output("ValidateSignature", "blessing")
-    lines = [f"{blessing.properties['blessing_message']} "
-             f"(sample: {os.path.join(blessing.uri, 'sample.png')})"]
-    pushed = summary.output("Pusher", "pushed_model").properties
-    lines.append(f"served from {pushed['pushed_destination']}" if pushed.get("pushed")
-                 else "not pushed")
-    return lines
-
-
 def summarize_pretrained(summary: RunSummary) -> list[str]:
     """Weights used, export limits, the validation call and the pushed version."""
     model = summary.output("ExportPretrainedModel", "model").properties
@@ -179,7 +167,7 @@ def summarize_pretrained(summary: RunSummary) -> list[str]:
         summary.counts_line(),
         f"{model['model_name']} ({model['signature']}) from ImageNet weights: {model['weights']}",
         f"export limits: {model['limits']}",
-        *_validation_and_push(summary),
+        *stages.serving_lines(summary),
     ]
 
 
@@ -199,4 +187,4 @@ def summarize_fast_style(summary: RunSummary) -> list[str]:
         lines.append(f"style {metrics['style']}; {metrics['steps']} steps; perceptual loss "
                      f"{metrics['train_loss']:.3f} (mean over training), "
                      f"held-out {metrics['eval_loss']:.3f} (after)")
-    return [*lines, *_validation_and_push(summary)]
+    return [*lines, *stages.serving_lines(summary)]

@@ -2,7 +2,9 @@
 
 ImageExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> AnomalyGate
 -> Transform (pixels to [0, 1]) -> Trainer (VAE or DCGAN run_fn) -> VaeEvaluator / GanEvaluator
-(with the latest blessed model as baseline) -> Pusher (atomic, to `<serving_dir>/<version>/`).
+(with the latest blessed model as baseline) and ServingValidator (every signature on TF Serving's
+loading path; the warmup requests) -> Pusher (atomic, to `<serving_dir>/<version>/`, when both
+bless).
 `pipeline.vae` and `pipeline.gan` are the `genpipe run vae|gan` targets built on it.
 """
 
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from components.images.dataset import check_dataset, image_shape
+from pipeline import stages
 from pipeline.profiles import GanProfile, VaeProfile
 from pipeline.runner import RootLayout, RunOptions, RunSummary
 
@@ -21,7 +24,7 @@ from pipeline.runner import RootLayout, RunOptions, RunSummary
 class ImageModel:
     """What differs between the VAE and the DCGAN pipelines."""
 
-    name: str  # the serving name (DESIGN.md contract) and the pipeline name's prefix
+    name: str  # the serving name (`contracts/`) and the pipeline name's prefix
     run_fn: str
     evaluator: str  # the evaluation component's class in components.images.evaluate
 
@@ -53,7 +56,6 @@ def create_pipeline(
 
     from components.images import evaluate
     from components.images.example_gen import ImageExampleGen
-    from pipeline import stages
 
     shape = image_shape(dataset, profile.folder_shape())
     example_gen = ImageExampleGen(dataset=dataset, image_shape=shape,
@@ -78,12 +80,15 @@ def create_pipeline(
         baseline_blessing=latest_blessed.outputs["model_blessing"],
         **profile.evaluator_parameters(),
     )
-    pusher = stages.pusher(trainer.outputs["model"], evaluator.outputs["blessing"], serving_dir)
+    validate_and_push = stages.validate_and_push(
+        trainer.outputs["model"], model.name, serving_dir, evaluator.outputs["blessing"]
+    )
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
         components=[
-            example_gen, *validation, transform, trainer, latest_blessed, evaluator, pusher,
+            example_gen, *validation, transform, trainer, latest_blessed, evaluator,
+            *validate_and_push,
         ],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
@@ -116,7 +121,7 @@ def build_pipeline(
 
 
 def summary_lines(summary: RunSummary, metric_line: str, evaluator: str) -> list[str]:
-    """Component states, data counts, `metric_line`, the blessing and where the model is served."""
+    """Component states, data counts, `metric_line`, the blessings and where the model is served."""
     lines = [summary.counts_line()]
     examples = summary.output("ImageExampleGen", "examples").properties
     lines.append(
@@ -127,7 +132,4 @@ def summary_lines(summary: RunSummary, metric_line: str, evaluator: str) -> list
     blessing = summary.output(evaluator, "blessing").properties
     lines.append(metric_line.format(**blessing))
     lines.append(blessing["blessing_message"])
-    pushed = summary.output("Pusher", "pushed_model").properties
-    lines.append(f"served from {pushed['pushed_destination']}" if pushed.get("pushed")
-                 else "not pushed")
-    return lines
+    return [*lines, *stages.serving_lines(summary)]

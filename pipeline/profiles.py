@@ -11,6 +11,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+from contracts import deepdream, fast_style, style_transfer, text_lm
+
 PROFILE_NAMES = ("smoke", "demo", "book")
 
 Profile = TypeVar("Profile")
@@ -38,7 +40,7 @@ class TextProfile:
     sample_prompt: str = "this movie"
     sample_temperatures: tuple[float, ...] = (0.2, 0.5, 0.7, 1.0, 1.5)
     sample_max_tokens: int = 50
-    max_new_tokens: int = 50  # limit of the exported `generate` signature
+    max_new_tokens: int = text_lm.LIMITS["max_new_tokens"]  # limit of the `generate` signature
     seed: int = 0
     # evaluation and blessing
     perplexity_threshold: float = 1000.0
@@ -231,82 +233,53 @@ CHAPTER_DREAM_LAYERS = (("mixed4", 1.0), ("mixed5", 1.5), ("mixed6", 2.0), ("mix
 
 @dataclasses.dataclass(frozen=True)
 class DreamProfile:
-    """Settings of the DeepDream export (DLwP 12.2) and of the request that validates it."""
+    """Settings of the DeepDream export (DLwP 12.2); request values come from the contract."""
 
     name: str
     weights: str = "imagenet"  # models.pretrained: imagenet (offline: packaged) | packaged | none
     layer_weights: tuple[tuple[str, float], ...] = CHAPTER_DREAM_LAYERS
-    max_pixels: int = 1024 * 1024  # export limits of the `dream` signature
-    max_iterations: int = 100
-    # the validation request (ValidateSignature), also the demo's
-    photo: str = "chelsea"
-    photo_height: int = 300
-    iterations: int = 20
-    octaves: int = 3
-    octave_scale: float = 1.4
-    step: float = 20.0
-    max_loss: float = 15.0
+    max_pixels: int = deepdream.LIMITS["max_pixels"]  # export limits of the `dream` signature
+    max_iterations: int = deepdream.LIMITS["max_iterations"]
 
     def export_settings(self) -> dict[str, Any]:
         return {"weights": self.weights, "layer_weights": dict(self.layer_weights),
                 "max_pixels": self.max_pixels, "max_iterations": self.max_iterations}
 
-    def request(self) -> dict[str, Any]:
-        names = ("photo", "photo_height", "iterations", "octaves", "octave_scale", "step",
-                 "max_loss")
-        return {name: getattr(self, name) for name in names}
-
 
 DREAM_PROFILES: dict[str, DreamProfile] = {
-    # Real (packaged) ImageNet weights, a 139-pixel photo, 2 steps of one octave: seconds.
+    # Real (packaged) ImageNet weights, small limits: seconds to export and validate.
     "smoke": DreamProfile(name="smoke", weights="packaged", max_pixels=300 * 300,
-                          max_iterations=10, photo_height=139, iterations=2, octaves=1),
-    # ImageNet weights, validated with 2 octaves of 5 steps on a 200 px photo (the demo script
-    # then dreams for real through the pushed model).
-    "demo": DreamProfile(name="demo", photo_height=200, iterations=5, octaves=2),
-    # The chapter: mixed4-7 weighted 1/1.5/2/2.5, 3 octaves x1.4, 30 steps of 20, max loss 15.
-    "book": DreamProfile(name="book", max_pixels=2048 * 2048, photo_height=400,
-                         iterations=30, octaves=3),
+                          max_iterations=10),
+    # ImageNet weights (the demo script then dreams for real through the pushed model).
+    "demo": DreamProfile(name="demo"),
+    # The chapter: mixed4-7 weighted 1/1.5/2/2.5 (3 octaves x1.4, 30 steps of 20, max loss 15
+    # are the `dream` signature's defaults), on images up to 2048 x 2048.
+    "book": DreamProfile(name="book", max_pixels=2048 * 2048),
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class StyleProfile:
-    """Settings of the Gatys style transfer export (DLwP 12.3) and of its validation request."""
+    """Settings of the Gatys style transfer export (DLwP 12.3)."""
 
     name: str
     weights: str = "imagenet"
-    max_height: int = 400  # export limits of the `transfer` signature
-    max_iterations: int = 4000
-    max_pixels: int = 2**24
-    # the validation request (ValidateSignature), also the demo's
-    photo: str = "chelsea"
-    photo_height: int = 300
-    style: str = "starry_night"  # sources.photos.painting (a texture if the painting is absent)
-    height: int = 400
-    iterations: int = 4000
-    content_weight: float = 2.5e-8
-    style_weight: float = 1e-6
-    tv_weight: float = 1e-6
+    max_height: int = style_transfer.LIMITS["max_height"]  # export limits of `transfer`
+    max_iterations: int = style_transfer.LIMITS["max_iterations"]
+    max_pixels: int = style_transfer.LIMITS["max_pixels"]
 
     def export_settings(self) -> dict[str, Any]:
         return {"weights": self.weights, "max_height": self.max_height,
                 "max_iterations": self.max_iterations, "max_pixels": self.max_pixels}
 
-    def request(self) -> dict[str, Any]:
-        names = ("photo", "photo_height", "style", "height", "iterations", "content_weight",
-                 "style_weight", "tv_weight")
-        return {name: getattr(self, name) for name in names}
-
 
 STYLE_PROFILES: dict[str, StyleProfile] = {
-    # Real (packaged) VGG19 weights, 2 iterations at height 64: seconds.
-    "smoke": StyleProfile(name="smoke", weights="packaged", max_height=128, max_iterations=20,
-                          photo_height=64, height=64, iterations=2),
-    # ImageNet weights; previews up to height 400, validated with 20 iterations at height 128.
-    "demo": StyleProfile(name="demo", photo_height=128, height=128, iterations=20),
+    # Real (packaged) VGG19 weights, small limits: seconds to export and validate.
+    "smoke": StyleProfile(name="smoke", weights="packaged", max_height=128, max_iterations=20),
+    # ImageNet weights; images up to height 400.
+    "demo": StyleProfile(name="demo"),
     # The chapter: height 400, weights 2.5e-8/1e-6/1e-6, SGD 100 decaying 0.96, 4000 iterations.
-    "book": StyleProfile(name="book", photo_height=400, height=400, iterations=4000),
+    "book": StyleProfile(name="book"),
 }
 
 
@@ -330,11 +303,8 @@ class FastStyleProfile:
     content_weight: float = 1.0
     style_weight: float = 5.0
     tv_weight: float = 1.0
-    max_pixels: int = 2**22
+    max_pixels: int = fast_style.LIMITS["max_pixels"]
     seed: int = 0
-    # the validation request: the stylized photo must keep its (odd) size
-    photo: str = "chelsea"
-    photo_height: int = 101
 
     def photo_gen_parameters(self) -> dict[str, Any]:
         return {"crop_size": self.crop_size, "crops_per_photo": self.crops_per_photo,
@@ -347,9 +317,6 @@ class FastStyleProfile:
         return {"style": style, "filters": list(self.filters),
                 **{name: getattr(self, name) for name in names}}
 
-    def request(self) -> dict[str, Any]:
-        return {"photo": self.photo, "photo_height": self.photo_height}
-
 
 FAST_STYLE_PROFILES: dict[str, FastStyleProfile] = {
     # A narrow net on 64 px crops for a few steps: the pipeline's shapes and plumbing.
@@ -359,8 +326,7 @@ FAST_STYLE_PROFILES: dict[str, FastStyleProfile] = {
     # A half-width net on 128 px crops: ~0.67 s a step, under 3 minutes on 2 CPU cores.
     "demo": FastStyleProfile(name="demo", crop_size=128, crops_per_photo=8, scale_side=192,
                              steps=200, style_size=192, filters=(16, 32, 64),
-                             num_residual_blocks=3, batch_size=4, learning_rate=3e-3,
-                             photo_height=301),
+                             num_residual_blocks=3, batch_size=4, learning_rate=3e-3),
     # The paper's network and 256 px crops (it trains 40k steps of 4 on COCO; give it photos).
     "book": FastStyleProfile(name="book", crop_size=256, steps=40000),
 }

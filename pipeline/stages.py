@@ -6,7 +6,12 @@ the component ids the run summaries and ML Metadata lineage rely on.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.runner import RunSummary
+
+SERVING_VALIDATOR, PUSHER = "ServingValidator", "Pusher"  # component ids the summaries read
 
 
 def data_validation(examples: Any) -> list[Any]:
@@ -55,16 +60,39 @@ def latest_blessed_model() -> Any:
     ).with_id("latest_blessed_model_resolver")
 
 
-def pusher(model: Any, blessing: Any, serving_dir: str) -> Any:
-    """`AtomicPusher` of a blessed model to `<serving_dir>/<version>/` (component id `Pusher`)."""
+def validate_and_push(
+    model: Any, model_name: str, serving_dir: str, blessing: Any = None
+) -> list[Any]:
+    """`ServingValidator` then `AtomicPusher` of `model` as `model_name` to
+    `<serving_dir>/<version>/` (component ids `ServingValidator` and `Pusher`).
+
+    The Pusher pushes only when the model answers every signature of its contract on TF
+    Serving's loading path, and when `blessing` (the evaluator's ModelBlessing, if any) is
+    blessed too; the validated requests become the version's TF Serving warmup file.
+    """
     from tfx import v1 as tfx
 
+    from components.common.serving_validation import ServingValidator
     from components.push import AtomicPusher
 
-    return AtomicPusher(
+    validator = ServingValidator(model=model, model_name=model_name).with_id(SERVING_VALIDATOR)
+    pusher = AtomicPusher(
         model=model,
         model_blessing=blessing,
+        infra_blessing=validator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)
         ),
-    ).with_id("Pusher")
+    ).with_id(PUSHER)
+    return [validator, pusher]
+
+
+def serving_lines(summary: RunSummary) -> list[str]:
+    """The serving validation's result (with its sample PNGs) and where the model is served."""
+    validation = summary.output(SERVING_VALIDATOR, "blessing").properties
+    samples = f" (samples: {validation['samples']})" if validation.get("samples") else ""
+    lines = [f"serving validation: {validation['blessing_message']}{samples}"]
+    pushed = summary.output(PUSHER, "pushed_model").properties
+    lines.append(f"served from {pushed['pushed_destination']}" if pushed.get("pushed")
+                 else "not pushed")
+    return lines

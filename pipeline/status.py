@@ -13,7 +13,10 @@ import dataclasses
 import datetime
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from serving.status import ModelVersions
 
 # Blessing properties that are bookkeeping, not metrics.
 _NOT_METRICS = {
@@ -45,6 +48,7 @@ class VersionStatus:
     blessing: str = ""
     model_uri: str = ""
     trained_on: str = ""
+    serving_check: str = ""  # the ServingValidator's message (TF Serving's loading path)
 
     @property
     def live(self) -> bool:
@@ -147,8 +151,31 @@ def pushed_from_metadata(metadata_path: str) -> list[VersionStatus]:
                     for k, v in blessing.items()
                     if k not in _NOT_METRICS and isinstance(v, int | float)
                 }
+            if "infra_blessing" in inputs:
+                properties = inputs["infra_blessing"].custom_properties
+                if "blessing_message" in properties:
+                    status.serving_check = str(_value(properties["blessing_message"]))
         versions.append(status)
     return versions
+
+
+def ask_server(models: list[ModelVersions], server: str, **client_options: Any) -> None:
+    """Fill in each model's version states and load errors as ``server`` reports them.
+
+    ``client_options`` go to `ModelServerClient` (timeout, root_cert, token). A server that is
+    down or does not know a model sets ``server_error`` instead of raising.
+    """
+    from client import ModelServerClient, ModelServerError
+
+    with ModelServerClient(server, **{"timeout": 10.0, **client_options}) as client:
+        for model in models:
+            try:
+                for state in client.status(model.name):
+                    model.states[state.version] = state.state
+                    if state.error_message:
+                        model.errors[state.version] = state.error_message
+            except ModelServerError as error:
+                model.server_error = str(error)
 
 
 def model_status(
@@ -161,14 +188,14 @@ def model_status(
     for status in pushed_from_metadata(os.path.join(root, "metadata.sqlite")):
         by_key[(status.model, status.version)] = status
     serving_root = Path(root) / "serving"
-    if serving_root.is_dir():
-        for model in model_versions(serving_root, server, **client_options):
-            for version in [*model.complete, *model.partial, *model.states]:
-                status = by_key.setdefault(
-                    (model.name, version), VersionStatus(model.name, version)
-                )
-                status.on_disk = version in model.complete or version in model.partial
-                status.partial = version in model.partial
-                status.server_state = model.states.get(version, "")
-                status.server_error = model.errors.get(version, model.server_error or "")
+    models = model_versions(serving_root) if serving_root.is_dir() else []
+    if server is not None and models:
+        ask_server(models, server, **client_options)
+    for model in models:
+        for version in [*model.complete, *model.partial, *model.states]:
+            status = by_key.setdefault((model.name, version), VersionStatus(model.name, version))
+            status.on_disk = version in model.complete or version in model.partial
+            status.partial = version in model.partial
+            status.server_state = model.states.get(version, "")
+            status.server_error = model.errors.get(version, model.server_error or "")
     return sorted(by_key.values(), key=lambda s: (s.model, -s.version))

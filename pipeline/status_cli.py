@@ -55,6 +55,7 @@ def status_command(args: argparse.Namespace) -> int:
             s.pushed_at,
             s.pipeline,
             ", ".join(f"{k}={v:.4g}" for k, v in sorted(s.metrics.items())),
+            s.serving_check.split(":")[0],  # "blessed" / "not blessed"; --json has it all
             s.trained_on,
         ]
         for s in statuses
@@ -69,6 +70,7 @@ def status_command(args: argparse.Namespace) -> int:
                 "pushed (UTC)",
                 "pipeline",
                 "metrics",
+                "serving check",
                 "trained on",
             ],
         )

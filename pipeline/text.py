@@ -2,7 +2,8 @@
 
 TextExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> AnomalyGate
 -> Transform -> Trainer -> TextLmEvaluator (with the latest blessed model as baseline)
--> Pusher (atomic, to `<serving_dir>/<version>/`).
+and ServingValidator (every signature on TF Serving's loading path; the warmup requests)
+-> Pusher (atomic, to `<serving_dir>/<version>/`, when both bless).
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline import stages
 from pipeline.profiles import TEXT_PROFILES, TextProfile, get_profile
 from pipeline.runner import RootLayout, RunOptions, RunSummary
 
-MODEL_NAME = "text_lm"  # the serving name (DESIGN.md contract)
+MODEL_NAME = "text_lm"  # the serving name (`contracts.text_lm`)
 PREPROCESSING_FN = "components.text.transform.preprocessing_fn"
 RUN_FN = "components.text.trainer.run_fn"
 SOURCE_HELP = "offline (the bundled review corpus, not IMDB), an aclImdb folder or a .txt folder"
@@ -53,7 +55,6 @@ def create_pipeline(
 
     from components.text.evaluate import TextLmEvaluator
     from components.text.example_gen import TextExampleGen
-    from pipeline import stages
 
     example_gen = TextExampleGen(source=source, max_documents=profile.max_documents)
     validation = stages.data_validation(example_gen.outputs["examples"])
@@ -75,12 +76,15 @@ def create_pipeline(
         baseline_blessing=latest_blessed.outputs["model_blessing"],
         **profile.evaluator_parameters(),
     )
-    pusher = stages.pusher(trainer.outputs["model"], evaluator.outputs["blessing"], serving_dir)
+    validate_and_push = stages.validate_and_push(
+        trainer.outputs["model"], MODEL_NAME, serving_dir, evaluator.outputs["blessing"]
+    )
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
         components=[
-            example_gen, *validation, transform, trainer, latest_blessed, evaluator, pusher,
+            example_gen, *validation, transform, trainer, latest_blessed, evaluator,
+            *validate_and_push,
         ],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
@@ -107,7 +111,7 @@ def build_pipeline(options: RunOptions, *, for_local_run: bool = True) -> Any:
 
 
 def summarize(summary: RunSummary) -> list[str]:
-    """Human-readable results of a run: data counts, perplexities, blessing, pushed version."""
+    """Human-readable results of a run: data counts, perplexities, blessings, pushed version."""
     lines = [summary.counts_line()]
     examples = summary.output("TextExampleGen", "examples").properties
     if examples["source"] == "offline":
@@ -122,9 +126,4 @@ def summarize(summary: RunSummary) -> list[str]:
     lines.append(f"held-out perplexity {blessing['perplexity']:.1f} "
                  f"(unigram baseline {blessing['unigram_perplexity']:.1f}); "
                  f"{blessing['blessing_message']}")
-    pushed = summary.output("Pusher", "pushed_model").properties
-    if pushed.get("pushed"):
-        lines.append(f"served from {pushed['pushed_destination']}")
-    else:
-        lines.append("not pushed")
-    return lines
+    return [*lines, *stages.serving_lines(summary)]

@@ -9,7 +9,7 @@ from pipeline.profiles import VAE_PROFILES, get_profile
 from pipeline.runner import RunOptions, RunSummary
 
 MODEL = images.VAE
-MODEL_NAME = MODEL.name  # the serving name (DESIGN.md contract)
+MODEL_NAME = MODEL.name  # the serving name (`contracts.vae`)
 
 
 def build_pipeline(options: RunOptions, *, for_local_run: bool = True) -> Any:

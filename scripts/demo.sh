@@ -31,7 +31,7 @@ trap 'kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || 
 .venv/bin/python - "$SERVER" "$ROOT/serving" <<'PY'
 import sys
 from pathlib import Path
-from serving.client import ModelServerClient
+from client import ModelServerClient
 server, root = sys.argv[1], Path(sys.argv[2])
 with ModelServerClient(server, timeout=10) as client:
     for model in sorted(p.name for p in root.iterdir() if p.is_dir()):

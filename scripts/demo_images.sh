@@ -22,6 +22,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from models import image_grid
+from serving.servable import load_servable
 
 serving, out = Path(sys.argv[1]), Path(sys.argv[2])
 
@@ -31,18 +32,18 @@ def latest(model: str):
     if not versions:
         sys.exit(f"no pushed {model} version under {serving / model}: was it blessed?")
     path = max(versions, key=lambda p: int(p.name))
-    return path, tf.saved_model.load(str(path)).signatures
+    return path, load_servable(model, int(path.name), str(path))  # as TF Serving loads it
 
 
 path, vae = latest("vae")
 # The chapter decodes [-1, 1]^2; with the ELBO's full KL term the codes spread like N(0, I), so
 # [-2, 2]^2 shows every digit class.
-grid = vae["latent_grid"](n=tf.constant([30]), extent=tf.constant([2.0]))
-(out / "vae_grid.png").write_bytes(grid["png"][0].numpy())
+grid = vae.run("latent_grid", {"n": [30], "extent": [2.0]})
+(out / "vae_grid.png").write_bytes(grid["png_bytes"][0])
 print(f"wrote {out / 'vae_grid.png'}: 30x30 decoded points of [-2, 2]^2 from {path}")
 
 path, gan = latest("gan")
-images = gan["generate"](seed=tf.range(64, dtype=tf.int64))["images"]
+images = gan.run("generate", {"seed": list(range(64))})["images"]
 image_grid.save_png(out / "gan_samples.png", image_grid.grid(tf.cast(images, tf.float32) / 255.0))
 print(f"wrote {out / 'gan_samples.png'}: generations for seeds 0..63 from {path}")
 PYTHON

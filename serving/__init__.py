@@ -1,1 +1,1 @@
-"""TF Serving-compatible model server (gRPC and REST), model manager and client library."""
+"""TF Serving-compatible model server (gRPC and REST), model manager (clients: `client/`)."""

@@ -1,4 +1,4 @@
-"""``python -m serving serve|serving-config|generate ...``."""
+"""``python -m serving serve|serving-config ...``."""
 
 import sys
 

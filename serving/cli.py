@@ -1,23 +1,19 @@
-"""Command line of the serving area: `serve`, `serving-config` and `generate`.
+"""Command line of the model server: `serve` and `serving-config`.
 
-`register(subparsers)` adds them to ``genpipe``; ``python -m serving`` runs them on their own.
-Handlers import TensorFlow lazily so ``--help`` stays fast, and print one clear line (no
-traceback) when something is wrong.
+`generate` belongs to the client (`client/cli.py`). `register(subparsers)` adds these to
+``genpipe``; ``python -m serving`` runs them on their own. Handlers import TensorFlow lazily so
+``--help`` stays fast, and print one clear line (no traceback) when something is wrong.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import random
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-
-SERVER_ENV = "GENPIPE_SERVER"
-TOKEN_ENV = "GENPIPE_SERVING_TOKEN"
 
 
 def _fail(command: str, message: str, code: int = 2) -> int:
@@ -63,6 +59,13 @@ def register_serve(subparsers: argparse._SubParsersAction) -> None:
     net.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
     net.add_argument("--port", type=int, default=8500, help="gRPC port")
     net.add_argument("--rest_api_port", type=int, default=8501, help="REST port; 0 disables REST")
+    net.add_argument(
+        "--rest_api_timeout_in_ms",
+        type=int,
+        metavar="MS",
+        help="stop a REST predict run after MS ms (504); 0 or less: no limit "
+        "(default: tensorflow_model_server's)",
+    )
     net.add_argument("--max_message_mb", type=int, default=64, help="largest request/response")
     net.add_argument("--monitoring_config_file", metavar="FILE", help="MonitoringConfig text proto")
     security = parser.add_argument_group("security")
@@ -115,7 +118,11 @@ def _server_options(args: argparse.Namespace):
             metrics_path = monitoring.prometheus_config.path
     if args.max_message_mb <= 0:
         raise ValueError(f"--max_message_mb must be positive, got {args.max_message_mb}")
+    # Unset flags keep ServerOptions' defaults (TF Serving's), which live there only.
+    timeout = args.rest_api_timeout_in_ms
+    given = {} if timeout is None else {"rest_api_timeout_in_ms": timeout}
     return ServerOptions(
+        **given,
         host=args.host,
         port=args.port,
         rest_api_port=args.rest_api_port,
@@ -199,225 +206,16 @@ def serving_config_command(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- generate ----------------------------------------------------------------------------------
-
-
-def _connection_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("server")
-    group.add_argument(
-        "--server",
-        default=os.environ.get(SERVER_ENV, "127.0.0.1:8500"),
-        help=f"gRPC address host:port (default ${SERVER_ENV} or 127.0.0.1:8500)",
-    )
-    group.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for an answer")
-    group.add_argument("--root-cert", help="PEM CA/certificate of a TLS server")
-    group.add_argument("--token-file", help=f"bearer token file (or set ${TOKEN_ENV})")
-    group.add_argument("--model", help="model name (default: the contract's name)")
-    return common
-
-
-def register_generate(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "generate",
-        help="ask a running model server for text, digits, faces, dreams or styled images",
-        description="Ask a running model server (`genpipe serve`) for generations.",
-    )
-    common = [_connection_options()]
-    kinds = parser.add_subparsers(dest="kind", metavar="KIND")
-
-    def usage(args: argparse.Namespace) -> int:
-        parser.print_help(sys.stderr)
-        return 2
-
-    parser.set_defaults(handler=usage)
-
-    text = kinds.add_parser("text", parents=common, help="continue a prompt (text_lm generate)")
-    text.add_argument("prompt")
-    text.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
-    text.add_argument("--max-tokens", type=int, default=50)
-    text.add_argument("--top-k", type=int, default=0, help="0 = off")
-    text.add_argument("--top-p", type=float, default=1.0, help="1 = off")
-    text.add_argument("--seed", type=int, default=None, help="default: random (printed)")
-    text.add_argument(
-        "-n", "--n", type=int, default=1, help="number of samples (seeds seed..seed+n-1)"
-    )
-    text.add_argument("-o", "--output", help="also write the texts to this file")
-    text.set_defaults(handler=generate_command)
-
-    for kind, what in (
-        ("digits", "VAE samples (vae sample)"),
-        ("faces", "GAN samples (gan generate)"),
-    ):
-        images = kinds.add_parser(kind, parents=common, help=f"a grid of {what}")
-        images.add_argument("-n", type=int, default=16, help="number of images")
-        images.add_argument("--seed", type=int, default=None, help="first seed (default random)")
-        images.add_argument("--columns", type=int, default=None, help="grid columns")
-        images.add_argument("-o", "--output", default=f"{kind}.png", help="grid PNG to write")
-        images.set_defaults(handler=generate_command)
-
-    dream = kinds.add_parser("dream", parents=common, help="DeepDream an image")
-    dream.add_argument("image", help="input JPEG/PNG")
-    dream.add_argument("-o", "--output", default="dream.png")
-    dream.add_argument("--iterations", type=int, default=30)
-    dream.add_argument("--octaves", type=int, default=3)
-    dream.add_argument("--octave-scale", type=float, default=1.4)
-    dream.add_argument("--step", type=float, default=20.0)
-    dream.add_argument("--max-loss", type=float, default=15.0)
-    dream.set_defaults(handler=generate_command)
-
-    style = kinds.add_parser("style", parents=common, help="neural style transfer")
-    style.add_argument("content", help="content image")
-    style.add_argument("style", nargs="?", help="style image (not with --fast)")
-    style.add_argument("-o", "--output", default="styled.png")
-    style.add_argument("--fast", metavar="STYLE", help="use the trained fast_style_STYLE model")
-    style.add_argument("--iterations", type=int, default=100, help="the book runs 4000")
-    style.add_argument("--height", type=int, default=400)
-    style.add_argument("--content-weight", type=float, default=2.5e-8)
-    style.add_argument("--style-weight", type=float, default=1e-6)
-    style.add_argument("--tv-weight", type=float, default=1e-6)
-    style.set_defaults(handler=generate_command)
-
-
-def _token(args: argparse.Namespace) -> str | None:
-    if args.token_file:
-        return Path(args.token_file).read_text().strip()
-    return os.environ.get(TOKEN_ENV) or None
-
-
-def _seed(args: argparse.Namespace) -> int:
-    """The first seed: --seed, or a random one (reported after success, to reproduce it)."""
-    if args.seed is None:
-        args.seed = random.SystemRandom().randrange(2**31)
-        args.random_seed = True
-    return args.seed
-
-
-def _report_seed(args: argparse.Namespace) -> None:
-    if getattr(args, "random_seed", False):
-        print(f"seed {args.seed} (pass --seed {args.seed} to repeat)", file=sys.stderr)
-
-
-def generate_command(args: argparse.Namespace) -> int:
-    """Run one `generate KIND`; a down server or a refused request is one line on stderr."""
-    _quiet_tensorflow()
-    from serving.client import ModelServerClient, ModelServerError
-
-    try:
-        client = ModelServerClient(
-            args.server, timeout=args.timeout, root_cert=args.root_cert, token=_token(args)
-        )
-    except OSError as error:
-        return _fail("generate", f"{error.filename}: {error.strerror}")
-    try:
-        with client:
-            return _GENERATORS[args.kind](client, args)
-    except ModelServerError as error:
-        return _fail("generate", str(error), 1)
-    except (OSError, ValueError, TypeError) as error:
-        return _fail("generate", str(error))
-
-
-def _generate_text(client, args: argparse.Namespace) -> int:
-    if args.n < 1:
-        raise ValueError(f"-n must be at least 1, got {args.n}")
-    first = _seed(args)
-    generations = client.generate_text(
-        [args.prompt] * args.n,
-        max_tokens=args.max_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        seed=list(range(first, first + args.n)),
-        **({"model": args.model} if args.model else {}),
-    )
-    texts = [g.text for g in generations]
-    print("\n\n".join(texts))
-    _report_seed(args)
-    if args.output:
-        Path(args.output).write_text("\n\n".join(texts) + "\n")
-        print(f"wrote {args.output}", file=sys.stderr)
-    return 0
-
-
-def _generate_grid(client, args: argparse.Namespace) -> int:
-    from serving.images import grid
-
-    if args.n < 1:
-        raise ValueError(f"-n must be at least 1, got {args.n}")
-    first = _seed(args)
-    seeds = list(range(first, first + args.n))
-    extra = {"model": args.model} if args.model else {}
-    if args.kind == "digits":
-        images = client.vae_sample(seeds, **extra)
-    else:
-        images = client.gan_generate(seeds, **extra)
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_bytes(grid(images, args.columns))
-    print(f"wrote {output}: {len(images)} {args.kind} (model version {images[0].version})")
-    _report_seed(args)
-    return 0
-
-
-def _generate_dream(client, args: argparse.Namespace) -> int:
-    image = client.dream(
-        Path(args.image),
-        iterations=args.iterations,
-        octaves=args.octaves,
-        octave_scale=args.octave_scale,
-        step=args.step,
-        max_loss=args.max_loss,
-        **({"model": args.model} if args.model else {}),
-    )
-    print(f"wrote {image.save(args.output)} (model version {image.version})")
-    return 0
-
-
-def _generate_style(client, args: argparse.Namespace) -> int:
-    if args.fast:
-        if args.style:
-            raise ValueError("give a STYLE image or --fast STYLE_NAME, not both")
-        image = client.fast_style(Path(args.content), args.fast)
-    elif not args.style:
-        raise ValueError("give a STYLE image (or --fast STYLE_NAME for a trained fast style)")
-    else:
-        result = client.style_transfer(
-            Path(args.content),
-            Path(args.style),
-            iterations=args.iterations,
-            height=args.height,
-            content_weight=args.content_weight,
-            style_weight=args.style_weight,
-            tv_weight=args.tv_weight,
-            **({"model": args.model} if args.model else {}),
-        )
-        image = result.image
-        print(f"loss {result.loss:.4g}", file=sys.stderr)
-    print(f"wrote {image.save(args.output)} (model version {image.version})")
-    return 0
-
-
-_GENERATORS = {
-    "text": _generate_text,
-    "digits": _generate_grid,
-    "faces": _generate_grid,
-    "dream": _generate_dream,
-    "style": _generate_style,
-}
-
-
 # -- entry points ------------------------------------------------------------------------------
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `serve`, `serving-config` and `generate` to a ``genpipe`` subparsers object.
+    """Add `serve` and `serving-config` to a ``genpipe`` subparsers object.
 
     Each subcommand sets ``handler``: a function of the parsed args returning the exit code.
     """
     register_serve(subparsers)
     register_serving_config(subparsers)
-    register_generate(subparsers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

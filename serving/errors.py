@@ -79,8 +79,8 @@ _OP_SUFFIX = re.compile(r"\s*\[Op:[^\]]*\]\s*$")
 def clean_tf_message(message: str) -> str:
     """The part of a TensorFlow runtime error a client needs.
 
-    Eager calls of a SavedModel signature wrap the graph's message in a "Graph execution error"
-    preamble with a node traceback, and append node and op names; the client only needs the
+    Session runs (and eager signature calls) wrap the graph's message in a "Graph execution
+    error" preamble, maybe with a node traceback, and append node and op names; the client needs the
     message itself, e.g. ``assertion failed: [temperature must be in [0, 2]] ...``.
     """
     lines = message.strip().splitlines()

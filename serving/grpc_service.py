@@ -4,6 +4,7 @@ on the official generated servicers, with optional bearer-token auth and TLS."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from concurrent import futures
 from typing import Any
@@ -23,6 +24,8 @@ from serving.security import TlsConfig, bearer_matches
 
 log = logging.getLogger("genpipe.serving")
 PROTOCOL = "grpc"
+# grpcio reports ~2**63 ns left when the client set no deadline; anything this far off is none.
+NO_DEADLINE_SECONDS = 365 * 24 * 3600.0
 
 
 def _answer(context: grpc.ServicerContext, metrics: ServingMetrics, api: str, work: Callable):
@@ -35,6 +38,14 @@ def _answer(context: grpc.ServicerContext, metrics: ServingMetrics, api: str, wo
     except Exception as error:  # noqa: BLE001 - report, do not leak a bare UNKNOWN
         log.exception("%s failed", api)
         context.abort(grpc.StatusCode.INTERNAL, f"{api} failed: {type(error).__name__}: {error}")
+
+
+def request_deadline(context: grpc.ServicerContext) -> float | None:
+    """The client's deadline as a `time.monotonic` time (None: the client set none)."""
+    remaining = context.time_remaining()
+    if remaining is None or remaining > NO_DEADLINE_SECONDS:
+        return None
+    return time.monotonic() + remaining
 
 
 def _unimplemented(api: str, context: grpc.ServicerContext) -> Any:
@@ -54,9 +65,12 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.metrics = metrics
 
     def Predict(self, request, context):  # noqa: N802 - gRPC method name
-        return _answer(
-            context, self.metrics, "Predict", lambda rec: core.predict(self.manager, request, rec)
-        )
+        deadline = request_deadline(context)  # the run stops there instead of computing on
+
+        def work(record: core.RequestRecord):
+            return core.predict(self.manager, request, record, deadline)
+
+        return _answer(context, self.metrics, "Predict", work)
 
     def GetModelMetadata(self, request, context):  # noqa: N802
         def work(record: core.RequestRecord):

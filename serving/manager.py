@@ -7,7 +7,7 @@ It follows TF Serving's file-system source and availability-preserving policy:
 - a version that fails to load ends in state END with the error, and is retried only when its
   `saved_model.pb` changes; the versions already serving keep serving;
 - a version no longer aspired unloads once an aspired version is available, and only after the
-  requests holding it finish (reference counting);
+  requests holding it finish (reference counting); unloading closes its session;
 - version labels map names to versions; a label may only point at an available version unless
   the server allows labels for unavailable versions.
 """
@@ -133,16 +133,19 @@ class ModelManager:
             self._thread.start()
 
     def stop(self) -> None:
-        """Stop polling and drop every loaded version."""
+        """Stop polling and unload every loaded version (each after its in-flight requests)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        closing = []
         with self._lock:
             for versions in self._versions.values():
                 for entry in versions.values():
-                    entry.servable = None
-                    if entry.state in (AVAILABLE, UNLOADING):
-                        entry.state = END
+                    if entry.state == AVAILABLE:
+                        entry.state = UNLOADING
+                    if entry.state == UNLOADING and entry.in_flight == 0:
+                        closing.append(self._finish_unload(entry))
+        _close(closing)
 
     def _poll_forever(self) -> None:
         while not self._stop.wait(self.poll_wait_seconds):
@@ -234,11 +237,13 @@ class ModelManager:
         with self._lock:
             entry.state, entry.error, entry.path = LOADING, None, folder
         log.info("loading %s version %d from %s", name, version, folder)
+        servable = None
         try:
             servable = self._loader(name, version, folder)
             if self._on_load is not None:
                 self._on_load(servable)
         except Exception as error:  # noqa: BLE001 - any load failure is reported, not raised
+            _close([servable])  # loaded, but its warmup failed
             failure = error if isinstance(error, ServingError) else _load_error(error)
             log.error("loading %s version %d failed: %s", name, version, failure.message)
             with self._lock:
@@ -251,6 +256,7 @@ class ModelManager:
 
     def _retire(self, name: str, aspired: set[int]) -> None:
         """Unload available versions outside ``aspired`` once an aspired one is available."""
+        closing = []
         with self._lock:
             versions = self._versions.get(name, {})
             if aspired and not any(
@@ -262,13 +268,16 @@ class ModelManager:
                     entry.state = UNLOADING
                     log.info("unloading %s version %d", name, entry.version)
                     if entry.in_flight == 0:
-                        self._finish_unload(entry)
+                        closing.append(self._finish_unload(entry))
+        _close(closing)
 
     @staticmethod
-    def _finish_unload(entry: _Version) -> None:
-        entry.servable = None
+    def _finish_unload(entry: _Version) -> Servable | None:
+        """Mark an unloading version gone (lock held); returns its servable for `_close`."""
+        servable, entry.servable = entry.servable, None
         entry.state = END
         log.info("%s version %d unloaded", entry.name, entry.version)
+        return servable
 
     def _checked_labels(self, config: config_lib.ModelServerConfig) -> dict[str, dict[str, int]]:
         labels: dict[str, dict[str, int]] = {}
@@ -296,13 +305,15 @@ class ModelManager:
             entry = self._resolve(name, version, label)
             entry.in_flight += 1
             servable = entry.servable
+        closing = None
         try:
             yield servable
         finally:
             with self._lock:
                 entry.in_flight -= 1
                 if entry.in_flight == 0 and entry.state == UNLOADING:
-                    self._finish_unload(entry)
+                    closing = self._finish_unload(entry)
+            _close([closing])
 
     def _resolve(self, name: str, version: int | None, label: str | None) -> _Version:
         if not name:
@@ -384,6 +395,14 @@ class ModelManager:
                 for name, versions in sorted(self._versions.items())
                 for v, entry in sorted(versions.items())
             ]
+
+
+def _close(servables: list[Servable | None]) -> None:
+    """Close unloaded versions' sessions outside the manager's lock (freeing a large model takes
+    a while, and requests to other versions must not wait for it)."""
+    for servable in servables:
+        if servable is not None:
+            servable.close()
 
 
 def _load_error(error: Exception) -> ServingError:

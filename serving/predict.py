@@ -3,9 +3,12 @@ it, and build the response protos both the gRPC and REST front ends return."""
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import (
@@ -103,7 +106,7 @@ def validate_arrays(
     servable: Servable, signature_name: str, inputs: Mapping[str, np.ndarray]
 ) -> None:
     """Names, dtypes and shapes of numpy inputs against the signature."""
-    signature, _ = servable.signature(signature_name)
+    signature = servable.signature(signature_name)
     where = _describe(signature_name, servable)
     check_input_names(signature, list(inputs), where)
     for name, array in inputs.items():
@@ -127,42 +130,60 @@ def check_output_filter(signature: SignatureDef, output_filter: Sequence[str], w
 # -- running -----------------------------------------------------------------------------------
 
 
+def timeout_ms(deadline: float | None) -> int | None:
+    """Whole milliseconds left until ``deadline`` (a `time.monotonic` time); None: no deadline."""
+    if deadline is None:
+        return None
+    return math.floor((deadline - time.monotonic()) * 1000)
+
+
 def run_signature(
     servable: Servable,
     signature_name: str,
     inputs: Mapping[str, np.ndarray],
     output_filter: Sequence[str] = (),
+    deadline: float | None = None,
 ) -> dict[str, np.ndarray]:
-    """Validate ``inputs`` and run the signature; returns the (filtered) outputs as numpy."""
+    """Validate ``inputs`` and run the signature in the servable's session; returns the
+    (filtered) outputs as numpy. The run stops at ``deadline`` (`time.monotonic`) with
+    DEADLINE_EXCEEDED; a deadline already past answers that without running."""
     signature_name = signature_name or DEFAULT_SIGNATURE
-    signature, function = servable.signature(signature_name)
+    signature = servable.signature(signature_name)
+    where = _describe(signature_name, servable)
     validate_arrays(servable, signature_name, inputs)
-    check_output_filter(signature, output_filter, _describe(signature_name, servable))
+    check_output_filter(signature, output_filter, where)
+    budget = timeout_ms(deadline)
     try:
-        tensors = {
-            name: tf.convert_to_tensor(value, dtype=tf.as_dtype(signature.inputs[name].dtype))
-            for name, value in inputs.items()
-        }
-        outputs = function(**tensors)
-        wanted = list(output_filter) or list(outputs)
-        return {alias: outputs[alias].numpy() for alias in wanted}
+        return servable.run(signature_name, inputs, output_filter, budget)
     except ServingError:
         raise
+    except tf.errors.DeadlineExceededError as error:
+        if budget is None:  # raised by the model itself, not by our timeout
+            raise from_tf_error(error) from error
+        raise ServingError(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"Deadline exceeded: {where} did not finish in the {max(budget, 0)} ms left of the "
+            "request's deadline",
+        ) from error
     except Exception as error:  # noqa: BLE001 - mapped to the canonical code TF Serving uses
         raise from_tf_error(error) from error
 
 
 def predict(
-    manager: ModelManager, request: predict_pb2.PredictRequest, record: RequestRecord | None = None
+    manager: ModelManager,
+    request: predict_pb2.PredictRequest,
+    record: RequestRecord | None = None,
+    deadline: float | None = None,
 ) -> predict_pb2.PredictResponse:
-    """Answer a `PredictRequest` (gRPC Predict)."""
+    """Answer a `PredictRequest` (gRPC Predict); the run stops at ``deadline`` (see
+    `run_signature`)."""
     record = record or RequestRecord()
     spec = Spec.from_proto(request.model_spec)
     signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
     record.model, record.signature = spec.name, signature_name
     with manager.servable(spec.name, spec.version, spec.label) as servable:
         record.version = str(servable.version)
-        signature, _ = servable.signature(signature_name)
+        signature = servable.signature(signature_name)
         where = _describe(signature_name, servable)
         check_input_names(signature, list(request.inputs), where)
         inputs = {}
@@ -170,7 +191,9 @@ def predict(
             check_input_dtype(signature, name, proto.dtype, where)
             check_input_shape(signature, name, [d.size for d in proto.tensor_shape.dim], where)
             inputs[name] = to_ndarray(proto, name)
-        outputs = run_signature(servable, signature_name, inputs, list(request.output_filter))
+        outputs = run_signature(
+            servable, signature_name, inputs, list(request.output_filter), deadline
+        )
         response = predict_pb2.PredictResponse()
         response.model_spec.name = servable.name
         response.model_spec.version.value = servable.version

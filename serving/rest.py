@@ -55,11 +55,21 @@ def _error_body(error: ServingError) -> bytes:
 
 
 class RestApi:
-    """TF Serving's REST API over a model manager (no HTTP server here)."""
+    """TF Serving's REST API over a model manager (no HTTP server here).
 
-    def __init__(self, manager: ModelManager, metrics: ServingMetrics):
+    A predict run stops after ``timeout_ms`` (0 or less: never) and answers DEADLINE_EXCEEDED,
+    like tensorflow_model_server's ``--rest_api_timeout_in_ms``.
+    """
+
+    def __init__(self, manager: ModelManager, metrics: ServingMetrics, timeout_ms: int = 0):
         self.manager = manager
         self.metrics = metrics
+        self.timeout_ms = timeout_ms
+
+    def _deadline(self) -> float | None:
+        if self.timeout_ms <= 0:
+            return None
+        return time.monotonic() + self.timeout_ms / 1000
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
         """Answer one request: (HTTP status, JSON body)."""
@@ -95,6 +105,7 @@ class RestApi:
         )
 
     def _predict(self, spec: core.Spec, body: bytes) -> bytes:
+        deadline = self._deadline()
         with self.metrics.track(PROTOCOL, "Predict") as record:
             record.model = spec.name
             document = rest_json.parse_body(body)
@@ -102,14 +113,14 @@ class RestApi:
             record.signature = signature_name
             with self.manager.servable(spec.name, spec.version, spec.label) as servable:
                 record.version = str(servable.version)
-                if signature_name not in servable.functions:
+                if signature_name not in servable.signature_names:
                     raise invalid_argument(
                         f'Serving signature name: "{signature_name}" not found in signature def. '
-                        f"Signatures: {sorted(servable.functions)}"
+                        f"Signatures: {servable.signature_names}"
                     )
                 infos = servable.signature_defs[signature_name].inputs
                 inputs, fmt = rest_json.inputs_from_document(document, infos)
-                outputs = core.run_signature(servable, signature_name, inputs)
+                outputs = core.run_signature(servable, signature_name, inputs, deadline=deadline)
             return rest_json.dumps(rest_json.outputs_to_document(outputs, fmt))
 
     def _status(self, spec: core.Spec) -> bytes:

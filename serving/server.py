@@ -15,6 +15,7 @@ from serving.warmup import replay_warmup
 
 log = logging.getLogger("genpipe.serving")
 MB = 1024 * 1024
+DEFAULT_REST_API_TIMEOUT_MS = 30_000  # tensorflow_model_server's --rest_api_timeout_in_ms
 
 
 @dataclass
@@ -24,6 +25,7 @@ class ServerOptions:
     host: str = "127.0.0.1"
     port: int = 8500
     rest_api_port: int = 8501  # 0 disables REST
+    rest_api_timeout_in_ms: int = DEFAULT_REST_API_TIMEOUT_MS  # 0 or less: no timeout
     max_message_mb: int = 64
     tls: TlsConfig | None = None
     token: str | None = None
@@ -66,7 +68,7 @@ class ModelServer:
         )
         if options.rest_api_port:
             self._rest = RestServer(
-                RestApi(self.manager, self.metrics),
+                RestApi(self.manager, self.metrics, options.rest_api_timeout_in_ms),
                 self.metrics,
                 host=options.host,
                 port=options.rest_api_port,

@@ -1,4 +1,4 @@
-"""Which model versions exist under a model root, and which of them a server has live."""
+"""Which model versions exist under a model root (and, filled in by a client, their state)."""
 
 from __future__ import annotations
 
@@ -38,29 +38,13 @@ def versions_on_disk(model_dir: str | os.PathLike) -> tuple[list[int], list[int]
     return sorted(complete), sorted(partial)
 
 
-def model_versions(
-    root: str | os.PathLike, server: str | None = None, **client_options
-) -> list[ModelVersions]:
-    """For every model folder under ``root``: versions on disk, and what ``server`` serves.
+def model_versions(root: str | os.PathLike) -> list[ModelVersions]:
+    """The versions on disk of every model folder under ``root``.
 
-    ``client_options`` go to `ModelServerClient` (timeout, root_cert, token). A server that is
-    down or does not know a model sets ``server_error`` instead of raising.
+    The server states stay empty: `pipeline.status.ask_server` fills them in with the client.
     """
     models = []
     for folder in model_folders(root):
         complete, partial = versions_on_disk(folder)
         models.append(ModelVersions(folder.name, folder, complete, partial))
-    if server is None or not models:
-        return models
-    from serving.client import ModelServerClient, ModelServerError
-
-    with ModelServerClient(server, **{"timeout": 10.0, **client_options}) as client:
-        for model in models:
-            try:
-                for state in client.status(model.name):
-                    model.states[state.version] = state.state
-                    if state.error_message:
-                        model.errors[state.version] = state.error_message
-            except ModelServerError as error:
-                model.server_error = str(error)
     return models

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from contracts import text_lm
 from pipeline import cli
 
 GENPIPE = Path(sys.executable).parent / "genpipe"
@@ -43,3 +44,23 @@ def test_unbuilt_subcommands_say_so_and_fail(capsys):
 def test_no_subcommand_prints_help_and_exits_2(capsys):
     assert cli.main([]) == 2
     assert "usage: genpipe" in capsys.readouterr().out
+
+
+def test_generate_is_the_clients_command_with_the_contracts_defaults():
+    args = cli.build_parser().parse_args(["generate", "text", "this movie"])
+    assert args.handler.__module__ == "client.cli"
+    assert (args.temperature, args.max_tokens) == (
+        text_lm.GENERATE.input("temperature").default,
+        text_lm.GENERATE.input("max_tokens").default,
+    )
+
+
+def test_generate_help_shows_defaults_and_bad_values_name_the_flag():
+    result = _run("generate", "text", "--help")
+    assert result.returncode == 0, result.stderr
+    temperature = text_lm.GENERATE.input("temperature")
+    help_text = " ".join(result.stdout.split())
+    assert f"default {temperature.default}; allowed {temperature.range_text()}" in help_text
+    result = _run("generate", "text", "x", "--top-p", "1.5")
+    assert result.returncode == 2
+    assert "argument --top-p: must be in (0, 1]; got 1.5" in result.stderr

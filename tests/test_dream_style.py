@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import session_path
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
@@ -49,15 +50,15 @@ def dream_module() -> deepdream.DeepDream:
 @pytest.fixture(scope="module")
 def dream_export(dream_module, tmp_path_factory) -> Path:
     export_dir = tmp_path_factory.mktemp("deepdream") / "1"
-    limits = deepdream.export_deepdream(export_dir, module=dream_module)
-    assert limits["max_pixels"] == MAX_PIXELS and limits["iterations"] == (1, 50)
+    limits = deepdream.export_deepdream(export_dir, module=dream_module)["limits"]
+    assert limits == {"max_pixels": MAX_PIXELS, "max_iterations": 50}
     return export_dir
 
 
 @pytest.fixture(scope="module")
 def dream(dream_export):
     """The `dream` signature of the exported, reloaded SavedModel."""
-    return tf.saved_model.load(str(dream_export)).signatures["dream"]
+    return session_path.signatures(dream_export)["dream"]
 
 
 def _dream_request(images, iterations=3, octaves=2, octave_scale=1.4, step=20.0, max_loss=15.0):
@@ -85,7 +86,7 @@ def test_dream_loss_rises_on_a_real_photo(dream_module):
 
 def test_dream_keeps_odd_sizes_in_one_batch_and_changes_the_image(dream, cat):
     small = _resized(photos.photo("coffee"), 77, 115)
-    out = dream(**_dream_request([_png(cat), _png(small)]))["image"]
+    out = dream(**_dream_request([_png(cat), _png(small)]))["image_bytes"]
     first, second = _decode(out[0]), _decode(out[1])
     assert first.shape == cat.shape and second.shape == small.shape
     assert np.abs(first.astype(int) - cat).mean() > 3.0  # visibly dreamed, not a copy
@@ -93,21 +94,21 @@ def test_dream_keeps_odd_sizes_in_one_batch_and_changes_the_image(dream, cat):
 
 def test_dream_is_deterministic_and_matches_the_module(dream, dream_module, cat):
     request = _dream_request([_png(cat)], iterations=2)
-    first = dream(**request)["image"].numpy()
-    assert dream(**request)["image"].numpy()[0] == first[0]
+    first = dream(**request)["image_bytes"].numpy()
+    assert dream(**request)["image_bytes"].numpy()[0] == first[0]
     # The exported graph computes what the module does. Gradient ascent is chaotic (1-ulp
     # differences between two compiled copies grow over steps), so compare one step per octave.
     one_step = _dream_request([_png(cat)], iterations=1)
-    exported = _decode(dream(**one_step)["image"][0]).astype(int)
-    in_memory = _decode(dream_module.dream(**one_step)["image"][0]).astype(int)
+    exported = _decode(dream(**one_step)["image_bytes"][0]).astype(int)
+    in_memory = _decode(dream_module.dream(**one_step)["image_bytes"][0]).astype(int)
     assert np.abs(exported - in_memory).mean() < 0.5
 
 
 def test_dream_max_loss_stops_early(dream, cat):
     request = _dream_request([_png(cat)], iterations=20, max_loss=1e-3)
-    stopped = _decode(dream(**request)["image"][0]).astype(int)
+    stopped = _decode(dream(**request)["image_bytes"][0]).astype(int)
     request = _dream_request([_png(cat)], iterations=1)
-    one_step = _decode(dream(**request)["image"][0]).astype(int)
+    one_step = _decode(dream(**request)["image_bytes"][0]).astype(int)
     np.testing.assert_array_equal(stopped, one_step)  # one step per octave, then the stop
 
 
@@ -164,7 +165,7 @@ def transfer_export(gatys_module, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def transfer(transfer_export):
-    return tf.saved_model.load(str(transfer_export)).signatures["transfer"]
+    return session_path.signatures(transfer_export)["transfer"]
 
 
 def _transfer_request(content, style, iterations=5, height=64, **weights):
@@ -185,7 +186,7 @@ def test_gatys_loss_falls_tenfold_on_a_photo_and_a_painting(gatys_module, cat, p
     result = gatys_module.transfer(**request)
     end = float(result["loss"][0])
     assert np.isfinite(end) and end < start / 10, (start, end)
-    image = _decode(result["image"][0])
+    image = _decode(result["image_bytes"][0])
     assert image.shape == (96, round(151 * 96 / 101), 3)
     assert np.abs(image.astype(float) - _resized(cat, *image.shape[:2])).mean() > 5.0
 
@@ -194,9 +195,9 @@ def test_gatys_export_is_deterministic(transfer, cat, painting):
     request = _transfer_request(_png(cat), _png(painting), iterations=3)
     first = transfer(**request)
     second = transfer(**request)
-    assert first["image"].numpy()[0] == second["image"].numpy()[0]
+    assert first["image_bytes"].numpy()[0] == second["image_bytes"].numpy()[0]
     assert first["loss"].numpy()[0] == second["loss"].numpy()[0]
-    assert _decode(first["image"][0]).shape == (64, 96, 3)
+    assert _decode(first["image_bytes"][0]).shape == (64, 96, 3)
 
 
 @pytest.mark.parametrize(
@@ -276,11 +277,11 @@ def test_fast_style_loss_falls(fast_trainer):
 
 def test_fast_style_export_keeps_sizes_and_validates(fast_trainer, tmp_path, cat):
     trainer, *_ = fast_trainer
-    limits = fast_style.export_fast_style(trainer, tmp_path / "1", max_pixels=MAX_PIXELS)
+    limits = fast_style.export_fast_style(trainer, tmp_path / "1", max_pixels=MAX_PIXELS)["limits"]
     assert limits["max_pixels"] == MAX_PIXELS
-    stylize = tf.saved_model.load(str(tmp_path / "1")).signatures["stylize"]
+    stylize = session_path.signatures(tmp_path / "1")["stylize"]
     tiny = _resized(cat, 5, 7)
-    out = stylize(image=tf.constant([_png(cat), _png(tiny)]))["image"]
+    out = stylize(image=tf.constant([_png(cat), _png(tiny)]))["image_bytes"]
     assert _decode(out[0]).shape == cat.shape and _decode(out[1]).shape == tiny.shape
     padded = trainer.transformer(np.pad(cat, [(0, 3), (0, 1), (0, 0)], "symmetric")[None] * 1.0)
     expected = np.round(np.clip(padded[0, :101, :151].numpy(), 0, 255))

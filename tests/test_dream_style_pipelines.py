@@ -1,7 +1,8 @@
 """DeepDream, style transfer and the fast style network as TFX pipelines, end to end (smoke).
 
 The pipelines run once per session through `genpipe run` (tests/fixtures_dream_style.py); the
-tests read ML Metadata and the pushed SavedModels, and ask those models for real images.
+tests read ML Metadata and the pushed SavedModels, and ask those models for real images on TF
+Serving's loading path (`session_path`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from fixtures_dream_style import run_cli
+from session_path import signatures
 
-from components.pretrained.validate import call_and_check, signature_of
 from sources import photos
 
 
@@ -35,7 +36,7 @@ def _only_version(serving_dir: Path) -> Path:
 
 
 def _decode(outputs: dict) -> np.ndarray:
-    return tf.io.decode_png(outputs["image"][0]).numpy()
+    return tf.io.decode_png(outputs["image_bytes"][0]).numpy()
 
 
 # ----------------------------------------------------------------------------- dream and style
@@ -44,7 +45,7 @@ def _decode(outputs: dict) -> np.ndarray:
 def test_pushed_deepdream_dreams_on_a_real_photo(dream_style_smoke_root):
     coffee = _resized(photos.photo("coffee"), 141, 211)  # not the validation photo, odd sizes
     version = _only_version(dream_style_smoke_root.serving_dir("deepdream"))
-    dream = tf.saved_model.load(str(version)).signatures["dream"]
+    dream = signatures(version)["dream"]
     outputs = dream(image=_png(coffee), iterations=tf.constant([3]), octaves=tf.constant([1]),
                     octave_scale=tf.constant([1.4]), step=tf.constant([20.0]),
                     max_loss=tf.constant([0.0]))
@@ -54,9 +55,8 @@ def test_pushed_deepdream_dreams_on_a_real_photo(dream_style_smoke_root):
 
 
 def test_pushed_style_transfer_answers_a_photo_and_a_painting(dream_style_smoke_root):
-    served = tf.saved_model.load(
-        str(_only_version(dream_style_smoke_root.serving_dir("style_transfer"))))
-    transfer = served.signatures["transfer"]
+    transfer = signatures(_only_version(dream_style_smoke_root.serving_dir("style_transfer")))[
+        "transfer"]
     coffee = photos.photo("coffee")  # 400x600
     outputs = transfer(content=_png(coffee), style=_png(photos.painting("scream")),
                        iterations=tf.constant([2]), height=tf.constant([48]),
@@ -67,8 +67,8 @@ def test_pushed_style_transfer_answers_a_photo_and_a_painting(dream_style_smoke_
 
 
 @pytest.mark.parametrize("pipeline_name, model_name, signature, limit", [
-    ("deepdream-smoke", "deepdream", "dream", "1..10"),
-    ("style-transfer-smoke", "style_transfer", "transfer", "1..20"),
+    ("deepdream-smoke", "deepdream", "dream", 10),
+    ("style-transfer-smoke", "style_transfer", "transfer", 20),
 ])
 def test_export_records_weights_limits_and_a_blessing(
     dream_style_smoke_root, pipeline_name, model_name, signature, limit
@@ -79,15 +79,14 @@ def test_export_records_weights_limits_and_a_blessing(
     assert model.properties["model_name"] == model_name
     assert model.properties["signature"] == signature
     assert model.properties["weights"] == "packaged"
-    assert model.properties["limit_iterations"] == limit
+    assert model.properties["limit_max_iterations"] == limit
     limits = json.loads((Path(model.uri) / "limits.json").read_text())
     assert limits == json.loads(model.properties["limits"])
-    blessing = summary.output("ValidateSignature", "blessing")
-    assert blessing.properties["blessed"] == 1
-    assert blessing.properties["current_model_id"] == model.id
-    sample = tf.io.decode_png((Path(blessing.uri) / "sample.png").read_bytes()).numpy()
-    assert sample.shape[:2] == (blessing.properties["output_height"],
-                                blessing.properties["output_width"])
+    blessing = summary.output("ServingValidator", "blessing").properties
+    assert blessing["blessed"] == 1 and blessing["current_model_id"] == model.id
+    sample = tf.io.decode_png((Path(blessing["samples"]) / f"{signature}.png").read_bytes())
+    assert sample.shape[-1] == 3
+    assert f"serving validation: {blessing['blessing_message']}" in dream_style_smoke_root.output
     pushed = summary.output("Pusher", "pushed_model").properties
     assert pushed["pushed"] == 1
     assert Path(pushed["pushed_destination"]).parent == \
@@ -100,34 +99,6 @@ def test_a_second_run_is_cached_and_pushes_no_new_version(dream_style_smoke_root
     assert code == 0, text
     assert "0 executed, 3 from cache" in text
     _only_version(dream_style_smoke_root.serving_dir("deepdream"))
-
-
-def _constant_png_module() -> tf.Module:
-    """A fake `stylize` model that ignores its input and answers an 8x8 gray PNG."""
-    module = tf.Module()
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image")])
-    def stylize(image):
-        gray = tf.io.encode_png(tf.fill([8, 8, 3], tf.constant(128, tf.uint8)))
-        return {"image": tf.fill(tf.shape(image), gray)}
-
-    module.stylize = stylize
-    return module
-
-
-def test_validation_refuses_a_model_that_loses_the_image_size(tmp_path):
-    module = _constant_png_module()
-    tf.saved_model.save(module, str(tmp_path), signatures={"stylize": module.stylize})
-    passed, message, metrics, data = call_and_check(
-        str(tmp_path), "fast_style_x", {"photo": "chelsea", "photo_height": 33})
-    assert not passed
-    assert "output (8, 8, 3) != expected (33, 50, 3)" in message
-    assert metrics["output_height"] == 8 and data is not None
-
-
-def test_validation_names_the_allowed_models():
-    with pytest.raises(ValueError, match="allowed: deepdream, style_transfer, fast_style_<style>"):
-        signature_of("vae")
 
 
 # ----------------------------------------------------------------------------- fast style
@@ -150,7 +121,7 @@ def test_fast_style_ingests_crops_of_the_offline_photos(fast_style_smoke_root):
 
 def test_pushed_fast_style_keeps_the_image_size(fast_style_smoke_root):
     version = _only_version(fast_style_smoke_root.serving_dir("fast_style_scream"))
-    stylize = tf.saved_model.load(str(version)).signatures["stylize"]
+    stylize = signatures(version)["stylize"]
     cat = photos.photo("chelsea")
     for height, width in [(101, 151), (53, 77)]:
         image = _resized(cat, height, width)
@@ -158,7 +129,7 @@ def test_pushed_fast_style_keeps_the_image_size(fast_style_smoke_root):
         assert stylized.shape == (height, width, 3)
         assert np.abs(stylized.astype(int) - image).mean() > 1.0
     blessing = fast_style_smoke_root.summaries["fast-style-scream-smoke"].output(
-        "ValidateSignature", "blessing")
+        "ServingValidator", "blessing")
     assert blessing.properties["blessed"] == 1
 
 

@@ -8,6 +8,7 @@ same digits (the usual "FID with a LeNet" for MNIST): same estimator, cheaper fe
 import keras
 import numpy as np
 import pytest
+import session_path
 import tensorflow as tf
 from keras import layers
 
@@ -132,18 +133,19 @@ def test_training_lowers_kid(trained, digits, digit_features):
 def served(trained, tmp_path_factory):
     model, _, _, _ = trained
     export_dir = tmp_path_factory.mktemp("gan") / "1"
-    info = image_exports.export_gan(model.generator, export_dir, max_batch=MAX_BATCH)
-    return tf.saved_model.load(str(export_dir)).signatures, info
+    limits = image_exports.GANLimits(max_batch=MAX_BATCH)
+    info = image_exports.export_gan(model.generator, export_dir, limits=limits)
+    return session_path.signatures(export_dir), info
 
 
 def test_signatures_and_dtypes(served):
     signatures, info = served
     assert set(signatures) == {"serving_default", "generate", "decode"}
-    assert info["latent_dim"] == LATENT and info["image_shape"] == list(SHAPE)
+    assert info["info"]["latent_dim"] == LATENT and info["info"]["image_shape"] == list(SHAPE)
     out = signatures["generate"](seed=tf.constant([1, 2, 3], tf.int64))
     assert out["images"].dtype == tf.uint8 and out["images"].shape == (3, *SHAPE)
-    assert out["png"].dtype == tf.string and out["png"].shape == (3,)
-    np.testing.assert_array_equal(tf.io.decode_png(out["png"][2]), out["images"][2])
+    assert out["png_bytes"].dtype == tf.string and out["png_bytes"].shape == (3,)
+    np.testing.assert_array_equal(tf.io.decode_png(out["png_bytes"][2]), out["images"][2])
     default = signatures["serving_default"](seed=tf.constant([1, 2, 3], tf.int64))
     np.testing.assert_array_equal(default["images"], out["images"])
 

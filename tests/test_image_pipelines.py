@@ -227,6 +227,7 @@ def test_examples_keep_the_official_mnist_split_and_become_unit_floats(request, 
 @pytest.mark.slow
 def test_vae_is_evaluated_in_nats_blessed_and_pushed_with_its_signatures(vae_smoke_run):
     import tensorflow as tf
+    from session_path import signatures
 
     run = vae_smoke_run.first
     evaluation = run.output("VaeEvaluator", "evaluation")
@@ -243,14 +244,14 @@ def test_vae_is_evaluated_in_nats_blessed_and_pushed_with_its_signatures(vae_smo
     pushed = run.output("Pusher", "pushed_model").properties
     version_dir = Path(pushed["pushed_destination"])
     assert pushed["pushed"] == 1 and version_dir.parent == Path(vae_smoke_run.serving_dir)
-    loaded = tf.saved_model.load(str(version_dir))
-    assert set(loaded.signatures) == {
+    served = signatures(version_dir)  # TF Serving's loading path
+    assert set(served) == {
         "decode", "encode", "sample", "latent_grid", "interpolate", "edit",  # edit: MNIST labels
     }
-    grid = loaded.signatures["latent_grid"](n=tf.constant([4]), extent=tf.constant([1.5]))
-    picture = tf.io.decode_png(grid["png"][0])
+    grid = served["latent_grid"](n=[4], extent=[1.5])
+    picture = tf.io.decode_png(grid["png_bytes"][0])
     assert picture.shape == (4 * 28, 4 * 28, 1)
-    sample = loaded.signatures["sample"](seed=tf.constant([1, 2], tf.int64))
+    sample = served["sample"](seed=[1, 2])
     assert sample["images"].shape == (2, 28, 28, 1) and sample["z"].shape == (2, 2)
 
 
@@ -271,6 +272,7 @@ def test_vae_training_logs_the_latent_grid_for_tensorboard(vae_smoke_run):
 @pytest.mark.slow
 def test_trained_gan_beats_an_untrained_generator_on_kid_and_is_pushed(gan_smoke_run):
     import tensorflow as tf
+    from session_path import signatures
 
     run = gan_smoke_run.first
     evaluation = run.output("GanEvaluator", "evaluation")
@@ -285,12 +287,12 @@ def test_trained_gan_beats_an_untrained_generator_on_kid_and_is_pushed(gan_smoke
 
     pushed = run.output("Pusher", "pushed_model").properties
     assert pushed["pushed"] == 1
-    loaded = tf.saved_model.load(pushed["pushed_destination"])
-    assert {"generate", "serving_default", "decode"} <= set(loaded.signatures)
-    generated = loaded.signatures["generate"](seed=tf.constant([3, 4, 3], tf.int64))
+    served = signatures(pushed["pushed_destination"])  # TF Serving's loading path
+    assert set(served) == {"generate", "serving_default", "decode"}
+    generated = served["generate"](seed=[3, 4, 3])
     assert generated["images"].dtype == tf.uint8 and generated["images"].shape == (3, 28, 28, 1)
     np.testing.assert_array_equal(generated["images"][0], generated["images"][2])  # seeded
-    assert tf.io.decode_png(generated["png"][1]).shape == (28, 28, 1)
+    assert tf.io.decode_png(generated["png_bytes"][1]).shape == (28, 28, 1)
 
     samples = Path(run.output("Trainer", "model_run").uri, "samples")
     pngs = sorted(p.name for p in samples.glob("epoch_*.png"))
@@ -308,9 +310,10 @@ def test_second_identical_run_from_the_command_line_is_served_from_cache(vae_smo
     out = capsys.readouterr().out
     assert "Trainer cached in" in out and "held-out negative ELBO" in out
     assert "last blessed" in out  # the first run's model is the baseline now
+    assert "serving validation: blessed: decode" in out
 
     second = latest_run(vae_smoke_run.layout.metadata_config(), "vae-smoke")
-    for node_id in UPSTREAM:
+    for node_id in (*UPSTREAM, "ServingValidator"):
         assert second.components[node_id].state == "CACHED", node_id
     pushed = second.output("Pusher", "pushed_model").properties
     assert pushed["pushed"] == 1 and pushed["reused_version"] == 1  # same model: no new version
@@ -337,7 +340,8 @@ def test_kubeflow_v2_spec_compiles_for_a_face_folder_offline(tmp_path):
     path = compile_kubeflow(build_pipeline(options, for_local_run=False), str(tmp_path / "g.json"))
     spec = json.loads(Path(path).read_text())["pipelineSpec"]
     tasks = spec["root"]["dag"]["tasks"]
-    assert {"ImageExampleGen", "Transform", "Trainer", "GanEvaluator", "Pusher"} <= set(tasks)
+    assert {"ImageExampleGen", "Transform", "Trainer", "GanEvaluator", "ServingValidator",
+            "Pusher"} <= set(tasks)
     assert "AnomalyGate" in tasks["Transform"]["dependentTasks"]
     parameters = json.dumps(tasks["ImageExampleGen"])
     assert "img_align_celeba" in parameters and "64" in parameters

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import requests
 import tensorflow as tf
+import toy_models
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import (
@@ -34,8 +35,6 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 from tensorflow_serving.config import model_server_config_pb2
-
-from serving import toy_models
 
 POLL_SECONDS = 0.2
 MAX_MESSAGE_MB = 1

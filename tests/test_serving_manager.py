@@ -9,15 +9,15 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+import toy_models
 from google.protobuf import text_format
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 from serving import config as config_lib
-from serving import toy_models
 from serving.errors import ServingError
 from serving.manager import AVAILABLE, END, UNLOADING, ModelManager
 from serving.predict import run_signature
-from serving.servable import load_servable
+from serving.servable import Servable, load_servable
 from serving.warmup import WARMUP_FILE, replay_warmup
 
 
@@ -41,10 +41,12 @@ def states(manager: ModelManager, name: str = "m") -> dict[int, str]:
 class CountingLoader:
     def __init__(self):
         self.calls: list[int] = []
+        self.servables: list[Servable] = []
 
     def __call__(self, name, version, path):
         self.calls.append(version)
-        return load_servable(name, version, path)
+        self.servables.append(load_servable(name, version, path))
+        return self.servables[-1]
 
 
 def test_default_policy_serves_the_latest_version_only(tmp_path, export):
@@ -94,7 +96,12 @@ def test_old_version_unloads_only_after_its_requests_finish(tmp_path, export):
             with manager.servable("m", version=1):
                 pass
         assert caught.value.code == grpc.StatusCode.NOT_FOUND
+        assert not held.closed
     assert states(manager) == {2: "AVAILABLE", 1: "END"}
+    assert held.closed  # its session is freed once the last request let go
+    assert not newer.closed
+    manager.stop()
+    assert newer.closed
 
 
 def test_failed_version_keeps_previous_serving_and_is_retried_only_when_rewritten(tmp_path, export):
@@ -200,15 +207,19 @@ def test_warmup_requests_run_before_a_version_is_available(tmp_path, export):
     (bad / WARMUP_FILE).parent.mkdir(parents=True)
     with tf.io.TFRecordWriter(str(bad / WARMUP_FILE)) as writer:
         writer.write(_warmup_log({"x": np.int32([1])}))
+    loader = CountingLoader()
     manager = ModelManager(
         make_config(tmp_path / "m", "model_version_policy { all {} }"),
         poll_wait_seconds=0,
         on_load=replay_warmup,
+        loader=loader,
     )
     manager.start()
     (failed,) = manager.model_status("m", version=2)
     assert failed.state == END and "DT_INT32" in failed.error_message
     assert states(manager)[1] == "AVAILABLE"
+    # The version whose warmup failed does not keep its session.
+    assert {s.version: s.closed for s in loader.servables} == {1: False, 2: True}
 
 
 def test_snapshot_lists_every_version_state(tmp_path, export):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import requests
 import tensorflow as tf
+import toy_models
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -25,8 +26,8 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving import cli, toy_models
-from serving.client import ModelServerClient, ModelServerError, ServerUnavailable
+from client import ModelServerClient, ModelServerError, ServerUnavailable
+from serving import cli
 from serving.protos import SSLConfig
 from serving.security import TlsConfig
 from serving.server import ModelServer, ServerOptions, build_manager

@@ -8,17 +8,18 @@ its distributions are peaked enough for the sampling tests to mean something.
 from __future__ import annotations
 
 import glob
-import json
 import math
 import os
 
 import keras
 import numpy as np
 import pytest
+import session_path
 import tensorflow as tf
 
+import contracts
 from models.text.callbacks import SampleTextCallback
-from models.text.export import METADATA_FILE, export_text_lm
+from models.text.export import export_text_lm
 from models.text.lm import build_lm, build_unigram_lm, compile_lm
 from models.text.metrics import masked_nll, perplexity
 from models.text.sampling import TextGenerator, filter_top_k_top_p, inverse_cdf
@@ -98,7 +99,7 @@ def loaded(trained, corpus, tmp_path_factory):
         max_batch_size=MAX_BATCH,
         max_temperature=5.0,
     )
-    return export_dir, tf.saved_model.load(export_dir)
+    return export_dir, session_path.load(export_dir)
 
 
 def generate(
@@ -352,12 +353,11 @@ def test_generator_rejects_a_vocabulary_off_the_convention(trained, corpus):
 def test_export_layout_and_limits(loaded, corpus):
     export_dir, model = loaded
     assert set(model.signatures) == {"generate", "serving_default", "score"}
-    with open(os.path.join(export_dir, "assets.extra", METADATA_FILE)) as f:
-        metadata = json.load(f)
-    assert metadata["limits"]["max_new_tokens"] == MAX_NEW_TOKENS
-    assert metadata["limits"]["vocab_size"] == len(corpus["vocabulary"])
-    assert "context_policy" in metadata
-    assert {k: v.numpy().item() for k, v in model.limits().items()} == metadata["limits"]
+    sidecar = contracts.read_sidecar(export_dir)
+    assert sidecar["model"] == "text_lm" and sidecar["signatures"] == sorted(model.signatures)
+    assert sidecar["limits"]["max_new_tokens"] == MAX_NEW_TOKENS
+    assert sidecar["limits"]["vocab_size"] == len(corpus["vocabulary"])
+    assert "context_policy" in sidecar["info"]
     with open(os.path.join(export_dir, "assets", "vocabulary.txt")) as f:
         assert f.read().split("\n")[:-1] == corpus["vocabulary"][1:]
 

@@ -207,14 +207,16 @@ def test_kubeflow_v2_spec_compiles_offline(tmp_path):
     path = compile_kubeflow(build_pipeline(options, for_local_run=False), str(tmp_path / "t.json"))
     spec = json.loads(Path(path).read_text())["pipelineSpec"]
     tasks = spec["root"]["dag"]["tasks"]
-    assert {"TextExampleGen", "Transform", "Trainer", "TextLmEvaluator", "Pusher"} <= set(tasks)
+    assert {"TextExampleGen", "Transform", "Trainer", "TextLmEvaluator", "ServingValidator",
+            "Pusher"} <= set(tasks)
     assert "AnomalyGate" in tasks["Transform"]["dependentTasks"]
+    assert {"TextLmEvaluator", "ServingValidator"} <= set(tasks["Pusher"]["dependentTasks"])
     executor = spec["deploymentSpec"]["executors"]["Trainer_executor"]["container"]
     assert executor["image"] == "genpipe:latest"
 
 
 def test_publish_version_is_a_rename_of_a_complete_folder(tmp_path):
-    from components.push import latest_version, publish_version, same_files
+    from components.push import latest_version, publish_version, same_files, version_files
 
     model = tmp_path / "model"
     (model / "variables").mkdir(parents=True)
@@ -222,11 +224,12 @@ def test_publish_version_is_a_rename_of_a_complete_folder(tmp_path):
     (model / "variables" / "variables.index").write_bytes(b"index")
     base = tmp_path / "serving"
     base.mkdir()
-    publish_version(str(model), str(base / "17"))
+    publish_version(version_files(str(model)), str(base / "17"))
     assert os.listdir(base) == ["17"]  # no staging folder left behind
-    assert latest_version(str(base)) == "17" and same_files(str(model), str(base / "17"))
+    assert latest_version(str(base)) == "17"
+    assert same_files(version_files(str(model)), str(base / "17"))
     (model / "saved_model.pb").write_bytes(b"other graph")
-    assert not same_files(str(model), str(base / "17"))
+    assert not same_files(version_files(str(model)), str(base / "17"))
 
 
 # --- the smoke pipeline, end to end ----------------------------------------------------------
@@ -292,7 +295,7 @@ def test_model_beats_the_unigram_baseline_and_is_blessed(text_smoke_run):
 
 @pytest.mark.slow
 def test_pushed_version_is_a_servable_savedmodel_with_three_signatures(text_smoke_run):
-    import tensorflow as tf
+    from session_path import load
 
     pushed = text_smoke_run.first.output("Pusher", "pushed_model").properties
     assert pushed["pushed"] == 1
@@ -302,14 +305,13 @@ def test_pushed_version_is_a_servable_savedmodel_with_three_signatures(text_smok
     assert {"saved_model.pb", "variables", "assets"} <= set(os.listdir(version_dir))
     assert not [name for name in os.listdir(version_dir.parent) if name.startswith(".")]
 
-    loaded = tf.saved_model.load(str(version_dir))
-    assert {"generate", "serving_default", "score"} <= set(loaded.signatures)
-    scored = loaded.signatures["score"](text=tf.constant(["this movie is a good film"]))
+    loaded = load(version_dir)  # TF Serving's loading path
+    assert set(loaded.signatures) == {"generate", "serving_default", "score"}
+    scored = loaded.signatures["score"](text=["this movie is a good film"])
     assert math.isfinite(float(scored["perplexity"][0])) and float(scored["perplexity"][0]) > 1
     generated = loaded.signatures["generate"](
-        prompt=tf.constant(["this movie"]), max_tokens=tf.constant([3]),
-        temperature=tf.constant([0.0]), top_k=tf.constant([0]), top_p=tf.constant([1.0]),
-        seed=tf.constant([7], tf.int64),
+        prompt=["this movie"], max_tokens=[3], temperature=[0.0], top_k=[0], top_p=[1.0],
+        seed=[7],
     )
     assert int(generated["num_tokens"][0]) == 3
 
@@ -333,6 +335,7 @@ def test_second_identical_run_from_the_command_line_is_served_from_cache(text_sm
     out = capsys.readouterr().out
     assert "Transform cached in" in out and "Trainer cached in" in out
     assert "held-out perplexity" in out and "served from" in out and "not IMDB" in out
+    assert "serving validation: blessed: generate" in out
 
     second = latest_run(text_smoke_run.layout.metadata_config(), "text-lm-smoke")
     assert second.run_id != text_smoke_run.first.run_id

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import session_path
 import tensorflow as tf
 
 from models import image_exports, vae
@@ -46,11 +47,11 @@ def served(trained, means, tmp_path_factory):
         model,
         export_dir,
         label_means=means,
-        max_batch=MAX_BATCH,
-        max_grid=MAX_GRID,
-        max_grid_cells=4 * MAX_GRID**2,
+        limits=image_exports.VAELimits(
+            max_batch=MAX_BATCH, max_grid=MAX_GRID, max_grid_cells=4 * MAX_GRID**2
+        ),
     )
-    return tf.saved_model.load(str(export_dir)).signatures, info
+    return session_path.signatures(export_dir), info
 
 
 def call(signature, **inputs):
@@ -127,15 +128,15 @@ def test_keras_format_round_trip(trained, tmp_path):
 def test_signatures_and_dtypes(served):
     signatures, info = served
     assert set(signatures) == {"decode", "encode", "sample", "latent_grid", "interpolate", "edit"}
-    assert info["max_batch"] == MAX_BATCH and info["labels"] == list(range(10))
+    assert info["limits"]["max_batch"] == MAX_BATCH and info["info"]["labels"] == list(range(10))
     decoded = call(signatures["decode"], z=tf.zeros([3, 2]))
     assert decoded["images"].shape == (3, 28, 28, 1) and decoded["images"].dtype == np.float32
-    assert decoded["png"].shape == (3,)
+    assert decoded["png_bytes"].shape == (3,)
     encoded = call(signatures["encode"], images=tf.zeros([3, 28, 28, 1]))
     assert encoded["z_mean"].shape == encoded["z_log_var"].shape == (3, 2)
     sampled = call(signatures["sample"], seed=tf.constant([1, 2], tf.int64))
     assert sampled["z"].shape == (2, 2) and sampled["images"].shape == (2, 28, 28, 1)
-    png = tf.io.decode_png(sampled["png"][0]).numpy()
+    png = tf.io.decode_png(sampled["png_bytes"][0]).numpy()
     np.testing.assert_array_equal(png, np.round(sampled["images"][0] * 255).astype(np.uint8))
 
 
@@ -156,7 +157,7 @@ def test_sample_is_keyed_by_seed(served):
     again = call(signatures["sample"], seed=tf.constant([6, 5], tf.int64))
     np.testing.assert_array_equal(first["images"][0], first["images"][2])
     np.testing.assert_array_equal(first["images"][0], again["images"][1])
-    np.testing.assert_array_equal(first["png"][1], again["png"][0])
+    np.testing.assert_array_equal(first["png_bytes"][1], again["png_bytes"][0])
     assert not np.allclose(first["z"][0], first["z"][1])
     assert np.abs(first["images"][0] - first["images"][1]).max() > 0.05
 
@@ -165,7 +166,7 @@ def test_latent_grid_png(served, trained):
     signatures, _ = served
     model, _, _ = trained
     out = call(signatures["latent_grid"], n=tf.constant([3, 7]), extent=tf.constant([1.0, 2.0]))
-    small, large = (tf.io.decode_png(png).numpy() for png in out["png"])
+    small, large = (tf.io.decode_png(png).numpy() for png in out["png_bytes"])
     assert small.shape == (84, 84, 1) and large.shape == (196, 196, 1)
     expected = np.round(vae.latent_grid(model.decoder, 7, 2.0) * 255)
     assert np.abs(large.astype(np.float32) - expected).max() <= 1
@@ -182,7 +183,7 @@ def test_interpolate_walks_from_a_to_b(served):
     np.testing.assert_allclose(out["images"][0, 2], ends[2], atol=1e-5)
     np.testing.assert_allclose(out["images"][1, 4], ends[3], atol=1e-5)
     assert not out["images"][0, 3:].any()  # the shorter strip is padded with black frames
-    strip = tf.io.decode_png(out["png"][1]).numpy()
+    strip = tf.io.decode_png(out["png_bytes"][1]).numpy()
     assert strip.shape == (28, 5 * 28, 1)
 
 

@@ -23,6 +23,7 @@ import tensorflow as tf
 from absl import logging
 
 from components.common.config import settings_from_config
+from contracts.fast_style import model_name
 from models.fast_style import DOWNSAMPLING, export_fast_style, train_fast_style
 from sources import photos
 
@@ -138,6 +139,8 @@ def run_fn(fn_args: Any) -> None:
     os.makedirs(fn_args.model_run_dir, exist_ok=True)
     with open(os.path.join(fn_args.model_run_dir, METRICS_FILE), "w") as f:
         json.dump(metrics, f, indent=2)
-    limits = export_fast_style(trainer, fn_args.serving_model_dir, settings.max_pixels)
+    limits = export_fast_style(
+        trainer, fn_args.serving_model_dir, settings.max_pixels, model_name(settings.style)
+    )["limits"]
     logging.info("Exported the fast style network for %s (limits %s, held-out loss %.3f) to %s",
                  settings.style, limits, metrics["eval_loss"], fn_args.serving_model_dir)

@@ -1,1 +1,1 @@
-"""Models built from ImageNet weights rather than trained: export them, validate their signature."""
+"""Models built from ImageNet weights rather than trained: export them for serving."""

@@ -18,8 +18,12 @@ from typing import Any
 from tfx import v1 as tfx
 from tfx.utils import path_utils
 
-# Model name -> (signature, export function of `models`), per the serving contract.
-SIGNATURES = {"deepdream": "dream", "style_transfer": "transfer"}
+from contracts import contract_for
+
+# Model name -> its one signature, from the serving contract.
+SIGNATURES = {
+    name: contract_for(name).signatures[0].name for name in ("deepdream", "style_transfer")
+}
 LIMITS_FILE = "limits.json"
 
 
@@ -84,7 +88,7 @@ def export_pretrained(model_name: str, export_dir: str, settings: Mapping[str, A
     settings = dict(settings)
     requested = str(settings.get("weights", "imagenet"))
     with _fallback_notices() as notices:
-        limits = _exporter(model_name)(export_dir, **settings)
+        limits = _exporter(model_name)(export_dir, **settings)["limits"]
     return plain(limits), weights_source(requested, notices.messages)
 
 

@@ -15,22 +15,23 @@ sequence_length words, `score` the last sequence_length + 1.
 
 The vocabulary travels as the asset `vocabulary.txt` (line i = word of id i + 1, from "[UNK]";
 padding, id 0, is the empty word and has no line) read into lookup tables. The limits are fixed
-at export: they are in `assets.extra/genpipe_metadata.json` and the loaded module's `limits()`.
+at export: they are in the contract sidecar (`contracts.SIDECAR`) and the loaded module's
+`limits()`. Inputs, defaults and ranges come from `contracts.text_lm`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 
 import keras
 import tensorflow as tf
 
+from contracts import text_lm
+from models import saved_model
 from models.text.sampling import TextGenerator
 from models.text.standardize import PAD_ID
 
-METADATA_FILE = "genpipe_metadata.json"
 VOCABULARY_FILE = "vocabulary.txt"
 
 CONTEXT_POLICY = (
@@ -53,31 +54,17 @@ class TextLMExport(TextGenerator):
         self.limits.get_concrete_function()  # traced now so that the SavedModel keeps it
 
 
-def metadata(generator: TextGenerator) -> dict:
-    """What a server or client needs to know about an export: limits, inputs, policies."""
-    return {
-        "model": "text_lm",
-        "limits": generator.limit_values(),
-        "context_policy": CONTEXT_POLICY,
-        "sampling": (
-            "temperature 0 = greedy argmax; otherwise softmax(logits / temperature) restricted "
-            "to the top_k words (0 = off) and then to the smallest set reaching top_p (1 = off); "
-            "per-example stateless randomness keyed by seed; padding is never generated."
-        ),
-        "standardization": "lowercase, <br /> tags to spaces, ASCII punctuation removed, "
-        "split on whitespace; unknown words map to [UNK]",
-        "signatures": {
-            "generate": {
-                "inputs": ["prompt", "max_tokens", "temperature", "top_k", "top_p", "seed"],
-                "outputs": ["text", "continuation", "token_ids", "num_tokens"],
-            },
-            "serving_default": {"inputs": ["prompt"], "outputs": ["probabilities"]},
-            "score": {
-                "inputs": ["text"],
-                "outputs": ["log_likelihood", "num_tokens", "perplexity"],
-            },
-        },
-    }
+# Facts of an export beyond its limits, kept in the sidecar: the policies a client relies on.
+POLICIES = {
+    "context_policy": CONTEXT_POLICY,
+    "sampling": (
+        "temperature 0 = greedy argmax; otherwise softmax(logits / temperature) restricted "
+        "to the top_k words (0 = off) and then to the smallest set reaching top_p (1 = off); "
+        "per-example stateless randomness keyed by seed; padding is never generated."
+    ),
+    "standardization": "lowercase, <br /> tags to spaces, ASCII punctuation removed, "
+    "split on whitespace; unknown words map to [UNK]",
+}
 
 
 def export_text_lm(
@@ -86,15 +73,15 @@ def export_text_lm(
     export_dir: str,
     *,
     max_prompt_tokens: int | None = None,
-    max_new_tokens: int = 50,
-    max_batch_size: int = 64,
-    max_temperature: float = 10.0,
-) -> None:
+    max_new_tokens: int = text_lm.LIMITS["max_new_tokens"],
+    max_batch_size: int = text_lm.LIMITS["max_batch_size"],
+    max_temperature: float = text_lm.LIMITS["max_temperature"],
+) -> dict:
     """Writes a SavedModel of `model` (from build_lm or build_unigram_lm) to `export_dir`.
 
     `vocabulary` lists the words by id, starting with "" and "[UNK]" (vocabulary_with_specials).
     max_prompt_tokens defaults to the model's sequence_length; max_new_tokens must be at most
-    sequence_length - 1. saved_model.pb is written last.
+    sequence_length - 1. saved_model.pb is written last. Returns the contract sidecar.
     """
     limits = dict(
         max_prompt_tokens=max_prompt_tokens,
@@ -107,16 +94,16 @@ def export_text_lm(
         with open(vocabulary_path, "w", encoding="utf-8") as f:
             f.writelines(word + "\n" for word in vocabulary[PAD_ID + 1 :])
         module = TextLMExport(model, vocabulary, vocabulary_path, **limits)
-        extra = os.path.join(export_dir, "assets.extra")
-        os.makedirs(extra, exist_ok=True)
-        with open(os.path.join(extra, METADATA_FILE), "w", encoding="utf-8") as f:
-            json.dump(metadata(module), f, indent=2)
-        tf.saved_model.save(
+        signatures = {
+            "generate": module.generate,
+            "serving_default": module.next_token,
+            "score": module.score,
+        }
+        return saved_model.save(
             module,
             export_dir,
-            signatures={
-                "generate": module.generate,
-                "serving_default": module.next_token,
-                "score": module.score,
-            },
+            signatures,
+            contract=text_lm.CONTRACT,
+            limits=module.limit_values(),
+            info=POLICIES,
         )

@@ -21,6 +21,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
+from contracts import text_lm
 from models.text.lm import TokenAndPositionEmbedding, TransformerDecoderBlock, UnigramLogits
 from models.text.standardize import PAD, PAD_ID, UNK, UNK_ID, tokenize
 
@@ -421,9 +422,9 @@ class TextGenerator(tf.Module):
         *,
         vocabulary_file: tf.saved_model.Asset | None = None,
         max_prompt_tokens: int | None = None,
-        max_new_tokens: int = 50,
-        max_batch_size: int = 64,
-        max_temperature: float = 10.0,
+        max_new_tokens: int = text_lm.LIMITS["max_new_tokens"],
+        max_batch_size: int = text_lm.LIMITS["max_batch_size"],
+        max_temperature: float = text_lm.LIMITS["max_temperature"],
     ):
         super().__init__(name="text_generator")
         self.model = model

@@ -1,5 +1,6 @@
-"""Tiny SavedModels that exercise the server: strings and bytes, validated floats, seeds, and a
-model whose answers name its version. Used by the tests, the benchmark and the docs' demo."""
+"""Tiny SavedModels that exercise the server: strings and bytes, validated floats, seeds, a model
+whose answers name its version, and a loop that runs as long as asked. Used by the tests and
+the serving benchmark (which imports this file by path); the server itself ships no models."""
 
 from __future__ import annotations
 
@@ -92,6 +93,46 @@ class CounterModel(tf.Module):
 
     def signatures(self) -> dict:
         return {"serving_default": self.count}
+
+
+class SpinModel(tf.Module):
+    """A graph loop of ``steps`` iterations (about a microsecond each): a request that computes
+    for as long as asked, to check that deadlines stop it."""
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.int64, name="steps")])
+    def spin(self, steps):
+        def step(i, total):
+            return i + 1, total + i % 3
+
+        count, total = tf.while_loop(
+            lambda i, _: i < steps, step, (tf.constant(0, tf.int64), tf.constant(0, tf.int64))
+        )
+        return {"count": count, "total": total}
+
+    def signatures(self) -> dict:
+        return {"serving_default": self.spin}
+
+
+class VocabModel(tf.Module):
+    """Word ids from a vocabulary file: a table the SavedModel's init op fills from its asset."""
+
+    def __init__(self, vocab_file: str | os.PathLike):
+        super().__init__()
+        initializer = tf.lookup.TextFileInitializer(
+            str(vocab_file),
+            tf.string,
+            tf.lookup.TextFileIndex.WHOLE_LINE,
+            tf.int64,
+            tf.lookup.TextFileIndex.LINE_NUMBER,
+        )
+        self.table = tf.lookup.StaticHashTable(initializer, default_value=-1)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="word")])
+    def lookup(self, word):
+        return {"id": self.table.lookup(word)}
+
+    def signatures(self) -> dict:
+        return {"serving_default": self.lookup}
 
 
 class DenseModel(tf.Module):

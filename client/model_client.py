@@ -1,7 +1,8 @@
-"""Client library for genpipe's models behind TF Serving's gRPC API (the real server or ours).
+"""gRPC client of genpipe's models behind TensorFlow Serving (the real server or `genpipe serve`).
 
-One typed method per signature of the serving contract (DESIGN.md), on top of a generic
-`predict`. Images come back as `GeneratedImage` (PNG bytes, ``.to_numpy()``, ``.to_pil()``,
+One typed method per signature of the serving contract (`contracts/`, documented in
+docs/serving.md), on top of a generic `predict`; input names, dtypes and defaults come from the
+contract. Images come back as `GeneratedImage` (PNG bytes, ``.to_numpy()``, ``.to_pil()``,
 ``.save()``). A server that cannot be reached raises `ServerUnavailable`; any other failure
 raises `ModelServerError` with the gRPC code and the server's message.
 
@@ -31,7 +32,9 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving.images import GeneratedImage, image_bytes
+from client.images import GeneratedImage, image_bytes
+from client.inputs import bytes_output, signature_inputs
+from contracts import Signature, deepdream, fast_style, gan, style_transfer, text_lm, vae
 
 DEFAULT_SERVER = "127.0.0.1:8500"
 START_HINT = "start one with `genpipe serve --models_root DIR`"
@@ -108,16 +111,6 @@ class VersionState:
 
 def _strings(values: str | Sequence[str]) -> list[str]:
     return [values] if isinstance(values, str) else list(values)
-
-
-def _column(value: Any, size: int, dtype: Any) -> np.ndarray:
-    """A per-example control as a [B] array (a scalar is repeated for every example)."""
-    array = np.asarray(value, dtype=dtype)
-    if array.ndim == 0:
-        return np.full([size], array, dtype=dtype)
-    if array.shape != (size,):
-        raise ValueError(f"expected one value or {size} values, got shape {array.shape}")
-    return array
 
 
 def _decode(value: bytes) -> str:
@@ -271,112 +264,127 @@ class ModelServerClient:
         request = model_management_pb2.ReloadConfigRequest(config=config)
         self._call(self._models.HandleReloadConfigRequest, request)
 
-    # -- text_lm ---------------------------------------------------------------------------
+    # -- typed calls: one per signature of the serving contract ---------------------------
+    # Arguments left as None take the contract's default (`contracts.<model>`); bounds that are
+    # plain numbers are checked before sending, limits fixed at export by the server.
+
+    def call(self, model: str, signature: Signature, **values: Any) -> Prediction:
+        """Call a contract signature with inputs by name (defaults from the contract)."""
+        return self.predict(model, signature_inputs(signature, values), signature=signature.name)
 
     def generate_text(
         self,
         prompts: str | Sequence[str],
         *,
-        max_tokens: int = 50,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        seed: int | Sequence[int] = 0,
-        model: str = "text_lm",
+        max_tokens: int | Sequence[int] | None = None,
+        temperature: float | Sequence[float] | None = None,
+        top_k: int | Sequence[int] | None = None,
+        top_p: float | Sequence[float] | None = None,
+        seed: int | Sequence[int] | None = None,
+        model: str = text_lm.MODEL,
     ) -> list[TextGeneration]:
         """`generate`: continue each prompt (temperature 0 = greedy; top_k 0 / top_p 1 = off)."""
         prompts = _strings(prompts)
-        size = len(prompts)
-        seeds = _column(seed, size, np.int64)
-        result = self.predict(
-            model,
-            {
-                "prompt": np.array([p.encode() for p in prompts], dtype=object),
-                "max_tokens": _column(max_tokens, size, np.int32),
-                "temperature": _column(temperature, size, np.float32),
-                "top_k": _column(top_k, size, np.int32),
-                "top_p": _column(top_p, size, np.float32),
-                "seed": seeds,
-            },
-            signature="generate",
-        )
+        values = dict(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p)
+        inputs = signature_inputs(text_lm.GENERATE, {"prompt": prompts, "seed": seed, **values})
+        result = self.predict(model, inputs, signature=text_lm.GENERATE.name)
+        seeds = inputs["seed"]  # the defaults filled in: each generation says which seed it used
         return [
             TextGeneration(
-                prompt=prompts[i],
+                prompt=prompt,
                 text=_decode(result["text"][i]),
                 continuation=_decode(result["continuation"][i]),
                 token_ids=result["token_ids"][i][: int(result["num_tokens"][i])].tolist(),
                 seed=int(seeds[i]),
                 version=result.version,
             )
-            for i in range(size)
+            for i, prompt in enumerate(prompts)
         ]
 
     def next_token_probabilities(
-        self, prompts: str | Sequence[str], *, model: str = "text_lm"
+        self, prompts: str | Sequence[str], *, model: str = text_lm.MODEL
     ) -> np.ndarray:
         """`serving_default`: probabilities [B, V] of the word after each prompt."""
-        prompts = _strings(prompts)
-        result = self.predict(
-            model, {"prompt": np.array([p.encode() for p in prompts], dtype=object)}
-        )
-        return result["probabilities"]
+        return self.call(model, text_lm.NEXT_TOKEN, prompt=_strings(prompts))["probabilities"]
 
-    def score_text(self, texts: str | Sequence[str], *, model: str = "text_lm") -> list[TextScore]:
+    def score_text(
+        self, texts: str | Sequence[str], *, model: str = text_lm.MODEL
+    ) -> list[TextScore]:
         """`score`: log-likelihood, scored tokens and perplexity of each text."""
         texts = _strings(texts)
-        result = self.predict(
-            model, {"text": np.array([t.encode() for t in texts], dtype=object)}, signature="score"
-        )
+        result = self.call(model, text_lm.SCORE, text=texts)
         return [
             TextScore(
-                text=texts[i],
+                text=text,
                 log_likelihood=float(result["log_likelihood"][i]),
                 num_tokens=int(result["num_tokens"][i]),
                 perplexity=float(result["perplexity"][i]),
             )
-            for i in range(len(texts))
+            for i, text in enumerate(texts)
         ]
 
     # -- vae -------------------------------------------------------------------------------
 
-    def vae_decode(self, z: Any, *, model: str = "vae") -> list[GeneratedImage]:
+    def vae_decode(self, z: Any, *, model: str = vae.MODEL) -> list[GeneratedImage]:
         """`decode`: one digit per latent vector z [B, D]."""
-        result = self.predict(model, {"z": np.asarray(z, np.float32)}, signature="decode")
-        return _images(result, "png")
+        return _images(self.call(model, vae.DECODE, z=z), vae.DECODE)
 
-    def vae_encode(self, images: Any, *, model: str = "vae") -> tuple[np.ndarray, np.ndarray]:
-        """`encode`: (z_mean, z_log_var) of images float32 [B, 28, 28, 1] in [0, 1]."""
-        result = self.predict(model, {"images": np.asarray(images, np.float32)}, signature="encode")
+    def vae_encode(self, images: Any, *, model: str = vae.MODEL) -> tuple[np.ndarray, np.ndarray]:
+        """`encode`: (z_mean, z_log_var) of images float32 [B, H, W, C] in [0, 1]."""
+        result = self.call(model, vae.ENCODE, images=images)
         return result["z_mean"], result["z_log_var"]
 
-    def vae_sample(self, seeds: Sequence[int], *, model: str = "vae") -> list[GeneratedImage]:
+    def vae_sample(
+        self, seeds: int | Sequence[int], *, model: str = vae.MODEL
+    ) -> list[GeneratedImage]:
         """`sample`: one digit per seed (the same seed gives the same digit)."""
-        result = self.predict(model, {"seed": np.asarray(seeds, np.int64)}, signature="sample")
-        return _images(result, "png")
+        return _images(self.call(model, vae.SAMPLE, seed=seeds), vae.SAMPLE)
 
     def vae_latent_grid(
-        self, n: int = 15, extent: float = 1.0, *, model: str = "vae"
+        self, n: int | None = None, extent: float | None = None, *, model: str = vae.MODEL
     ) -> GeneratedImage:
         """`latent_grid`: the chapter's n x n grid of decoded latent points in [-extent, extent]."""
-        result = self.predict(
+        result = self.call(model, vae.LATENT_GRID, n=n, extent=extent)
+        return _images(result, vae.LATENT_GRID)[0]
+
+    def vae_interpolate(
+        self, z_a: Any, z_b: Any, *, steps: int | None = None, model: str = vae.MODEL
+    ) -> list[GeneratedImage]:
+        """`interpolate`: a strip of ``steps`` digits from z_a to z_b [B, D], one per row."""
+        result = self.call(model, vae.INTERPOLATE, z_a=z_a, z_b=z_b, steps=steps)
+        return _images(result, vae.INTERPOLATE)
+
+    def vae_edit(
+        self,
+        images: Any,
+        *,
+        from_label: int | None = None,
+        to_label: int | None = None,
+        strength: float | None = None,
+        model: str = vae.MODEL,
+    ) -> list[GeneratedImage]:
+        """`edit` (exported when the model has labels): move images along a concept vector."""
+        result = self.call(
             model,
-            {"n": np.array([n], np.int32), "extent": np.array([extent], np.float32)},
-            signature="latent_grid",
+            vae.EDIT,
+            images=images,
+            from_label=from_label,
+            to_label=to_label,
+            strength=strength,
         )
-        return _images(result, "png")[0]
+        return _images(result, vae.EDIT)
 
     # -- gan -------------------------------------------------------------------------------
 
-    def gan_generate(self, seeds: Sequence[int], *, model: str = "gan") -> list[GeneratedImage]:
+    def gan_generate(
+        self, seeds: int | Sequence[int], *, model: str = gan.MODEL
+    ) -> list[GeneratedImage]:
         """`generate`: one image per seed."""
-        result = self.predict(model, {"seed": np.asarray(seeds, np.int64)}, signature="generate")
-        return _images(result, "png")
+        return _images(self.call(model, gan.GENERATE, seed=seeds), gan.GENERATE)
 
-    def gan_decode(self, z: Any, *, model: str = "gan") -> list[GeneratedImage]:
-        """`decode`: one image per latent vector z [B, latent]."""
-        result = self.predict(model, {"z": np.asarray(z, np.float32)}, signature="decode")
-        return _images(result, "png")
+    def gan_decode(self, z: Any, *, model: str = gan.MODEL) -> list[GeneratedImage]:
+        """`decode`: one image per latent vector z [B, latent_dim]."""
+        return _images(self.call(model, gan.DECODE, z=z), gan.DECODE)
 
     # -- deepdream and style transfer ------------------------------------------------------
 
@@ -384,68 +392,64 @@ class ModelServerClient:
         self,
         image: Any,
         *,
-        iterations: int = 30,
-        octaves: int = 3,
-        octave_scale: float = 1.4,
-        step: float = 20.0,
-        max_loss: float = 15.0,
-        model: str = "deepdream",
+        iterations: int | None = None,
+        octaves: int | None = None,
+        octave_scale: float | None = None,
+        step: float | None = None,
+        max_loss: float | None = None,
+        model: str = deepdream.MODEL,
     ) -> GeneratedImage:
         """`dream`: DeepDream an image (path, bytes, PIL or numpy); defaults are the book's."""
-        result = self.predict(
+        result = self.call(
             model,
-            {
-                "image": np.array([image_bytes(image)], dtype=object),
-                "iterations": np.array([iterations], np.int32),
-                "octaves": np.array([octaves], np.int32),
-                "octave_scale": np.array([octave_scale], np.float32),
-                "step": np.array([step], np.float32),
-                "max_loss": np.array([max_loss], np.float32),
-            },
-            signature="dream",
+            deepdream.DREAM,
+            image=image_bytes(image),
+            iterations=iterations,
+            octaves=octaves,
+            octave_scale=octave_scale,
+            step=step,
+            max_loss=max_loss,
         )
-        return _images(result, "image")[0]
+        return _images(result, deepdream.DREAM)[0]
 
     def style_transfer(
         self,
         content: Any,
         style: Any,
         *,
-        iterations: int = 100,
-        height: int = 400,
-        content_weight: float = 2.5e-8,
-        style_weight: float = 1e-6,
-        tv_weight: float = 1e-6,
-        model: str = "style_transfer",
+        iterations: int | None = None,
+        height: int | None = None,
+        content_weight: float | None = None,
+        style_weight: float | None = None,
+        tv_weight: float | None = None,
+        model: str = style_transfer.MODEL,
     ) -> StyleTransfer:
         """`transfer`: Gatys et al. style transfer (the book's weights; it runs 4000 steps)."""
-        result = self.predict(
+        result = self.call(
             model,
-            {
-                "content": np.array([image_bytes(content)], dtype=object),
-                "style": np.array([image_bytes(style)], dtype=object),
-                "iterations": np.array([iterations], np.int32),
-                "height": np.array([height], np.int32),
-                "content_weight": np.array([content_weight], np.float32),
-                "style_weight": np.array([style_weight], np.float32),
-                "tv_weight": np.array([tv_weight], np.float32),
-            },
-            signature="transfer",
+            style_transfer.TRANSFER,
+            content=image_bytes(content),
+            style=image_bytes(style),
+            iterations=iterations,
+            height=height,
+            content_weight=content_weight,
+            style_weight=style_weight,
+            tv_weight=tv_weight,
         )
-        return StyleTransfer(image=_images(result, "image")[0], loss=float(result["loss"][0]))
+        image = _images(result, style_transfer.TRANSFER)[0]
+        return StyleTransfer(image=image, loss=float(result["loss"][0]))
 
     def fast_style(self, image: Any, style: str) -> GeneratedImage:
         """`stylize` of model ``fast_style_<style>``: one forward pass of a trained network."""
-        result = self.predict(
-            f"fast_style_{style}",
-            {"image": np.array([image_bytes(image)], dtype=object)},
-            signature="stylize",
-        )
-        return _images(result, "image")[0]
+        model = fast_style.model_name(style)
+        result = self.call(model, fast_style.STYLIZE, image=image_bytes(image))
+        return _images(result, fast_style.STYLIZE)[0]
 
 
-def _images(result: Prediction, alias: str) -> list[GeneratedImage]:
-    return [GeneratedImage(bytes(png), result.version) for png in result[alias].ravel()]
+def _images(result: Prediction, signature: Signature) -> list[GeneratedImage]:
+    """The signature's `_bytes` output as images (one per example, row by row)."""
+    encoded = result[bytes_output(signature)].ravel()
+    return [GeneratedImage(bytes(data), result.version) for data in encoded]
 
 
 def _fill_spec(spec, model: str, version: int | None, label: str | None) -> None:
