@@ -13,6 +13,15 @@ JSON; default: ones, or b"this movie" for strings, at batch 1). Modes, numpy in 
 - grpc: PredictionService/Predict with the official stub, one channel per client;
 - rest: POST :predict with the columnar JSON body, one HTTP session per client.
 The server is `python -m serving serve` in its own process. Latencies are per request.
+
+``--batching`` compares request batching (`--enable_batching`) with none, side by side, on
+untrained exports written to a temporary folder, 8 gRPC clients each sending batch-1 requests:
+- text_lm `generate` at the book's shapes (benchmarks/text_generation.py), 32 new words each:
+  tokens/s and p50 latency (targets: >= 4x the tokens/s, p50 at most 2x);
+- vae `decode` of one latent point (the book's 2-D VAE): requests/s (target: no loss), and where
+  the time of this cheap signature goes (session run per batch size, gRPC, queueing).
+
+    .venv/bin/python benchmarks/serving.py --batching --json out/bench/serving_batching.json
 """
 
 from __future__ import annotations
@@ -81,8 +90,11 @@ def request_inputs(args: argparse.Namespace, signature) -> dict[str, np.ndarray]
     return rest_json.inputs_from_document(document, signature.inputs)[0]
 
 
-def measure(call: Callable[[], object], clients: int, requests_total: int) -> dict:
-    """p50/p99 latency (ms) and throughput (requests/s) of ``call`` from ``clients`` threads."""
+def measure(
+    call: Callable[[], object], clients: int, requests_total: int, warmup: int = 10
+) -> dict:
+    """p50/p99 latency (ms) and throughput (requests/s) of ``call`` from ``clients`` threads
+    (each first calls ``warmup`` times, untimed)."""
     per_client = max(requests_total // clients, 1)
     latencies: list[float] = []
     errors: list[str] = []
@@ -90,7 +102,7 @@ def measure(call: Callable[[], object], clients: int, requests_total: int) -> di
     start_line = threading.Barrier(clients + 1)
 
     def client(work: Callable[[], object]) -> None:
-        for _ in range(10):  # warm up this client's connection
+        for _ in range(warmup):  # warm up this client's connection
             work()
         start_line.wait()
         mine = []
@@ -140,9 +152,9 @@ def object_graph_caller(version_dir: str, signature_name: str, inputs: dict) -> 
     return lambda: call
 
 
-def grpc_caller(address: str, signature_name: str, inputs: dict) -> Callable:
+def grpc_caller(address: str, signature_name: str, inputs: dict, model: str = MODEL) -> Callable:
     request = predict_pb2.PredictRequest()
-    request.model_spec.name = MODEL
+    request.model_spec.name = model
     request.model_spec.signature_name = signature_name
     for name, value in inputs.items():
         request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
@@ -179,10 +191,12 @@ def rest_caller(url: str, signature_name: str, inputs: dict) -> Callable:
 
 
 class ServerProcess:
-    def __init__(self, base_path: str):
+    def __init__(self, base_path: str | None, flags: tuple[str, ...] = ()):
+        """Serve ``base_path`` as MODEL (None: the models in ``flags``, e.g. --models_root)."""
         self.grpc_port, self.rest_port = free_port(), free_port()
-        argv = [sys.executable, "-m", "serving", "serve", "--model_name", MODEL]
-        argv += ["--model_base_path", base_path, "--port", str(self.grpc_port)]
+        argv = [sys.executable, "-m", "serving", "serve", *flags, "--port", str(self.grpc_port)]
+        if base_path is not None:
+            argv += ["--model_name", MODEL, "--model_base_path", base_path]
         argv += ["--rest_api_port", str(self.rest_port), "--file_system_poll_wait_seconds", "0"]
         self.process = subprocess.Popen(
             argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -273,6 +287,191 @@ def table(report: dict) -> str:
     return "\n".join(rows)
 
 
+# -- request batching ---------------------------------------------------------------------------
+
+NEW_TOKENS = 32
+CLIENTS = 8
+# One request per client fills a batch; a first request waits up to 5 ms for the others (TF
+# Serving's CPU advice: try 1-10 ms). num_batch_threads stays TF Serving's default (the CPUs).
+BATCHING_PARAMETERS = "max_batch_size { value: 8 }\nbatch_timeout_micros { value: 5000 }\n"
+METRICS_PATH = "/monitoring/prometheus/metrics"
+
+
+def export_batching_models(root: Path) -> None:
+    """Untrained `text_lm` (the book's shapes) and `vae` exports under ``root``."""
+    from benchmarks import text_generation as book
+    from models.image_exports import export_vae
+    from models.text.export import export_text_lm
+    from models.text.lm import build_lm
+    from models.text.standardize import vocabulary_with_specials
+    from models.vae import build_vae
+
+    tf.keras.utils.set_random_seed(0)
+    model = build_lm(
+        book.VOCAB_SIZE, book.SEQUENCE_LENGTH, book.EMBED_DIM, book.LATENT_DIM, book.NUM_HEADS
+    )
+    words = book.PROMPT.split() + [f"word{i}" for i in range(book.VOCAB_SIZE - 4)]
+    export_text_lm(model, vocabulary_with_specials(words), str(root / "text_lm" / "1"))
+    export_vae(build_vae(seed=0), root / "vae" / "1")
+
+
+def generate_inputs() -> dict[str, np.ndarray]:
+    from benchmarks.text_generation import PROMPT
+
+    return {
+        "prompt": np.array([PROMPT.encode()], dtype=object),
+        "max_tokens": np.int32([NEW_TOKENS]),
+        "temperature": np.float32([1.0]),
+        "top_k": np.int32([0]),
+        "top_p": np.float32([1.0]),
+        "seed": np.int64([7]),
+    }
+
+
+def decode_inputs(rows: int = 1) -> dict[str, np.ndarray]:
+    return {"z": np.tile(np.float32([[0.5, -0.5]]), (rows, 1))}
+
+
+def session_run_ms(version_dir: str, rows: tuple[int, ...], repeats: int = 50) -> dict[int, float]:
+    """Median `Servable.run` time of vae `decode` (ms) for each batch size in ``rows``."""
+    from serving.servable import load_servable
+
+    servable = load_servable("vae", 1, version_dir)
+    try:
+        times = {}
+        for size in rows:
+            inputs = decode_inputs(size)
+            for _ in range(5):
+                servable.run("decode", inputs)
+            runs = []
+            for _ in range(repeats):
+                begin = time.perf_counter()
+                servable.run("decode", inputs)
+                runs.append(time.perf_counter() - begin)
+            times[size] = 1000 * statistics.median(runs)
+        return times
+    finally:
+        servable.close()
+
+
+def batch_totals(rest_port: int) -> dict[str, dict[str, float]]:
+    """{signature: {"sum": rows, "count": runs}} of the server's genpipe_serving_batch_size."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    page = requests.get(f"http://127.0.0.1:{rest_port}{METRICS_PATH}", timeout=30).text
+    sums: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(page):
+        for sample in family.samples:
+            kind = sample.name.removeprefix("genpipe_serving_batch_size_")
+            if kind in ("sum", "count"):
+                sums.setdefault(sample.labels["signature"], {})[kind] = sample.value
+    return sums
+
+
+def mean_batch(before: dict, after: dict, signature: str) -> float:
+    """Rows per merged run between two `batch_totals` (1 without batching)."""
+    empty = {"sum": 0.0, "count": 0.0}
+    old, new = before.get(signature, empty), after.get(signature, empty)
+    runs = new["count"] - old["count"]
+    return (new["sum"] - old["sum"]) / runs if runs else 1.0
+
+
+def measure_server(root: Path, scratch: Path, batching: bool, args: argparse.Namespace) -> list:
+    """generate (8 clients) and decode (1 and 8 clients) against one server."""
+    monitoring = scratch / "monitoring.config"
+    monitoring.write_text(f'prometheus_config {{ enable: true, path: "{METRICS_PATH}" }}')
+    flags = ["--models_root", str(root), "--monitoring_config_file", str(monitoring)]
+    if batching:
+        parameters = scratch / "batching.config"
+        parameters.write_text(args.batching_parameters)
+        flags += ["--enable_batching", "--batching_parameters_file", str(parameters)]
+    server = ServerProcess(None, tuple(flags))
+    address = f"127.0.0.1:{server.grpc_port}"
+    try:
+        cases = [
+            ("generate", CLIENTS, args.text_requests, 2, generate_inputs(), "text_lm"),
+            ("decode", 1, args.requests, 10, decode_inputs(), "vae"),
+            ("decode", CLIENTS, args.requests, 10, decode_inputs(), "vae"),
+        ]
+        results = []
+        for signature, clients, total, warmup, inputs, model in cases:
+            caller = grpc_caller(address, signature, inputs, model)
+            before = batch_totals(server.rest_port)
+            row = measure(caller, clients, total, warmup)
+            row["mean_batch"] = mean_batch(before, batch_totals(server.rest_port), signature)
+            if signature == "generate":
+                row["tokens_per_s"] = row["throughput_rps"] * NEW_TOKENS
+            results.append({"signature": signature, "batching": batching, **row})
+        return results
+    finally:
+        server.stop()
+
+
+def run_batching(args: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch) / "models"
+        export_batching_models(root)
+        decode_ms = session_run_ms(str(root / "vae" / "1"), (1, 2, 4, 8))
+        results = []
+        for batching in (False, True):
+            results += measure_server(root, Path(scratch), batching, args)
+    return {
+        "benchmark": "serving_batching",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "batching_parameters": args.batching_parameters,
+        "new_tokens": NEW_TOKENS,
+        "decode_session_run_ms": decode_ms,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "tensorflow": tf.__version__,
+            "grpcio": grpc.__version__,
+        },
+        "results": results,
+    }
+
+
+def batching_summary(report: dict) -> str:
+    """The table, the ratios against their targets, and where decode's time goes."""
+    rows = [
+        "| signature | batching | clients | p50 ms | p99 ms | requests/s | tokens/s | mean batch |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        tokens = f"{r['tokens_per_s']:.0f}" if "tokens_per_s" in r else "-"
+        rows.append(
+            f"| {r['signature']} | {'on' if r['batching'] else 'off'} | {r['clients']} | "
+            f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['throughput_rps']:.1f} | {tokens} | "
+            f"{r['mean_batch']:.2f} |"
+        )
+    pick = {(r["signature"], r["batching"], r["clients"]): r for r in report["results"]}
+    off, on = pick[("generate", False, CLIENTS)], pick[("generate", True, CLIENTS)]
+    tokens = on["tokens_per_s"] / off["tokens_per_s"]
+    p50 = on["p50_ms"] / off["p50_ms"]
+    decode = (
+        pick[("decode", True, CLIENTS)]["throughput_rps"]
+        / pick[("decode", False, CLIENTS)]["throughput_rps"]
+    )
+    report["ratios"] = {"generate_tokens_per_s": tokens, "generate_p50": p50, "decode_rps": decode}
+    run = report["decode_session_run_ms"]
+    alone = pick[("decode", False, 1)]["p50_ms"]
+    batched = pick[("decode", True, CLIENTS)]
+    rows += [
+        "",
+        f"generate, {CLIENTS} clients: batching gives {tokens:.2f}x the tokens/s (target >= 4) "
+        f"at {p50:.2f}x the p50 latency (target <= 2)",
+        f"decode, {CLIENTS} clients: batching gives {decode:.2f}x the requests/s (target >= 1)",
+        "decode, where the time goes: session run "
+        + ", ".join(f"batch {size}: {ms:.2f} ms" for size, ms in run.items())
+        + f"; one client over gRPC without batching {alone:.2f} ms at p50, so gRPC, protos and "
+        f"Python add {alone - run[1]:.2f} ms; with batching at {CLIENTS} clients the mean batch is "
+        f"{batched['mean_batch']:.1f} and p50 {batched['p50_ms']:.2f} ms, of which the merged "
+        f"run is about {run[min(run, key=lambda s: abs(s - batched['mean_batch']))]:.2f} ms",
+    ]
+    return "\n".join(rows)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the results to this file")
@@ -280,7 +479,23 @@ def main() -> int:
     parser.add_argument("--signature", default=DEFAULT_SIGNATURE)
     parser.add_argument("--inputs", help="columnar JSON inputs for --model_dir")
     parser.add_argument("--requests", type=int, default=800, help="requests per measurement")
+    parser.add_argument(
+        "--batching", action="store_true", help="compare --enable_batching with none instead"
+    )
+    parser.add_argument(
+        "--text_requests", type=int, default=96, help="generate requests per measurement"
+    )
+    parser.add_argument(
+        "--batching_parameters",
+        default=BATCHING_PARAMETERS,
+        help="BatchingParameters text proto for --batching",
+    )
     args = parser.parse_args()
+    if args.batching:
+        report = run_batching(args)
+        print(batching_summary(report))
+        write_json(report, args.json)
+        return 0
     report = run(args)
     print(table(report))
     by_mode = {(r["mode"], r["clients"]): r for r in report["results"]}
@@ -290,11 +505,15 @@ def main() -> int:
     old_path = by_mode[("object_graph", 1)]["p50_ms"] / by_mode[("in_process", 1)]["p50_ms"]
     report["object_graph_over_session_p50"] = old_path
     print(f"the object-graph call takes {old_path:.2f}x the session callable at p50")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    write_json(report, args.json)
     return 0
+
+
+def write_json(report: dict, path: str | None) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -188,8 +188,7 @@ def generate_command(args: argparse.Namespace) -> int:
     """Run one `generate KIND`; a down server or a refused request is one line on stderr."""
     import warnings
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up logs
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)  # TF's log level: the entry point
     from client.model_client import ModelServerClient, ModelServerError
 
     try:

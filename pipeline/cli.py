@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 # Subcommands a later piece of work fills in; until then they say so plainly and exit non-zero.
@@ -85,9 +86,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_libraries() -> None:
+    """Keep library start-up noise off every command's terminal; call it before anything imports
+    TensorFlow (the entry points do: ``genpipe``, ``python -m serving``, ``python -m client``).
+
+    Level 3 also hides the CUDA plugins' "Unable to register cuDNN/cuBLAS/cuFFT factory" lines,
+    which TensorFlow logs as errors on every start; a level the caller set is kept. The Google
+    client libraries warn that this Python version is past its support window on import.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    warnings.filterwarnings(
+        "ignore", message=r"You are using a (non-supported )?Python version", category=FutureWarning
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``genpipe`` console script."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info lines
+    quiet_libraries()
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "handler", None) is None:

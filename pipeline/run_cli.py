@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import os
 import sys
 import warnings
 
@@ -108,8 +107,8 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def _quiet_libraries() -> None:
-    """Hides TensorFlow's C++ info lines and the Google client libraries' version warnings."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Hides the pipeline libraries' FutureWarnings (TensorFlow's log level: `genpipe`'s entry
+    point)."""
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 

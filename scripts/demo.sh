@@ -4,7 +4,7 @@
 # them under out/. Set GENPIPE_DEMO_ROOT to move the run folder (default runs/demo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export TF_CPP_MIN_LOG_LEVEL=2
+export TF_CPP_MIN_LOG_LEVEL=3
 GENPIPE=.venv/bin/genpipe
 ROOT="${GENPIPE_DEMO_ROOT:-runs/demo}"
 export GENPIPE_DEMO_ROOT="$ROOT"

@@ -7,7 +7,7 @@
 # GENPIPE_DEMO_FAST_STYLE=0 skips the fast style network (about 3 minutes of training).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export TF_CPP_MIN_LOG_LEVEL=2
+export TF_CPP_MIN_LOG_LEVEL=3
 GENPIPE=.venv/bin/genpipe
 ROOT="${ROOT:-runs/demo}"
 mkdir -p out "$ROOT"

@@ -15,7 +15,7 @@ echo "== DCGAN (DLwP 12.5) on MNIST, demo profile"
 $GENPIPE run gan --profile demo --dataset mnist --root "$ROOT"
 
 echo "== pictures from the pushed SavedModels"
-TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python - "$ROOT/serving" out <<'PYTHON'
+TF_CPP_MIN_LOG_LEVEL=3 .venv/bin/python - "$ROOT/serving" out <<'PYTHON'
 import sys
 from pathlib import Path
 

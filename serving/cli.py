@@ -15,21 +15,98 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from serving import flags
+
 
 def _fail(command: str, message: str, code: int = 2) -> int:
     print(f"genpipe {command}: error: {message}", file=sys.stderr)
     return code
 
 
-def _quiet_tensorflow(level: str = "3") -> None:
-    """Keep TensorFlow's C++ start-up logs (and library deprecation notes) off the terminal."""
-    import warnings
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", level)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-
-
 # -- serve -------------------------------------------------------------------------------------
+
+# Flags left out keep their defaults, which live in `serving.flags` only (argparse stores
+# nothing for them). Flag -> `ServerOptions` field:
+_SERVER_FIELDS = {
+    "host": "host",
+    "port": "port",
+    "rest_api_port": "rest_api_port",
+    "rest_api_timeout_in_ms": "rest_api_timeout_in_ms",
+    "rest_api_num_threads": "rest_api_num_threads",
+    "grpc_max_threads": "workers",
+    "grpc_channel_arguments": "grpc_channel_arguments",
+    "max_message_mb": "max_message_mb",
+    "model_config_file": "model_config_file",
+    "model_config_file_poll_wait_seconds": "model_config_file_poll_wait_seconds",
+    "enable_batching": "enable_batching",
+    "batching_parameters_file": "batching_parameters_file",
+}
+# Flag -> `LoadOptions` field:
+_LOAD_FIELDS = {
+    "saved_model_tags": "saved_model_tags",
+    "tensorflow_intra_op_parallelism": "intra_op_threads",
+    "tensorflow_inter_op_parallelism": "inter_op_threads",
+    "enable_model_warmup": "enable_model_warmup",
+    "max_num_load_retries": "max_num_load_retries",
+    "load_retry_interval_micros": "load_retry_interval_micros",
+}
+_UNSET = argparse.SUPPRESS
+
+
+def _switch(group, name: str, help_text: str) -> None:
+    """A boolean flag as tensorflow_model_server takes it: bare ``--name``, ``--name=true|false``
+    (or ``--name true|false``)."""
+    group.add_argument(
+        f"--{name}",
+        nargs="?",
+        const=True,
+        type=flags.boolean,
+        default=_UNSET,
+        metavar="true|false",
+        help=help_text,
+    )
+
+
+class _Unimplemented(argparse.Action):
+    """A tensorflow_model_server flag genpipe's server does not implement: refused by name."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs="?", default=_UNSET, help=_UNSET)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        hint = flags.UNIMPLEMENTED[self.dest]
+        parser.error(
+            f"{option_string} is a tensorflow_model_server flag that genpipe's model server "
+            f"does not implement{f' ({hint})' if hint else ''}"
+        )
+
+
+class _Version(argparse.Action):
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(
+            option_strings, dest, nargs=0, default=_UNSET, help="print the versions and exit"
+        )
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
+def version_text() -> str:
+    """`--version`: genpipe's and TensorFlow's versions (read from the installed packages)."""
+    from importlib import metadata
+
+    def installed(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return (
+        f"genpipe model server: {installed('genpipe')}\n"
+        f"TensorFlow Library: {installed('tensorflow')}\n"
+        f"TensorFlow Serving API: {installed('tensorflow-serving-api')}"
+    )
 
 
 def register_serve(subparsers: argparse._SubParsersAction) -> None:
@@ -37,36 +114,122 @@ def register_serve(subparsers: argparse._SubParsersAction) -> None:
         "serve",
         help="serve SavedModels over TF Serving's gRPC and REST API",
         description="Serve model versions (<base_path>/<model>/<version>/saved_model.pb) with "
-        "TensorFlow Serving's gRPC and REST API. Flags follow tensorflow_model_server.",
+        "TensorFlow Serving's gRPC and REST API. Flags follow tensorflow_model_server: "
+        "--flag=value or --flag value; booleans as --flag, --flag=true or --flag=false.",
+        allow_abbrev=False,  # as tensorflow_model_server: a flag is spelled out
     )
     models = parser.add_argument_group("models (give one)")
     models.add_argument("--models_root", metavar="DIR", help="serve every model folder under DIR")
     models.add_argument("--model_config_file", metavar="FILE", help="a model_config_list file")
     models.add_argument("--model_name", default="default", help="name of the one model")
     models.add_argument("--model_base_path", metavar="DIR", help="folder of the one model")
-    models.add_argument(
+    polling = parser.add_argument_group("polling")
+    polling.add_argument(
         "--file_system_poll_wait_seconds",
         type=float,
-        default=1.0,
-        help="seconds between scans for new versions (0: load once)",
+        default=_UNSET,
+        metavar="S",
+        help="seconds between scans for new versions (0: load once; default "
+        f"{flags.FILE_SYSTEM_POLL_WAIT_SECONDS:g})",
     )
-    models.add_argument(
-        "--allow_version_labels_for_unavailable_models",
-        action="store_true",
-        help="accept labels on versions that are not loaded (yet)",
+    polling.add_argument(
+        "--model_config_file_poll_wait_seconds",
+        type=float,
+        default=_UNSET,
+        metavar="S",
+        help="re-read --model_config_file every S seconds and apply changes live "
+        f"(0: never; default {flags.MODEL_CONFIG_FILE_POLL_WAIT_SECONDS:g})",
+    )
+    _switch(
+        polling,
+        "allow_version_labels_for_unavailable_models",
+        "accept labels on versions that are not loaded (yet) (default false)",
+    )
+    loading = parser.add_argument_group("loading")
+    loading.add_argument(
+        "--saved_model_tags",
+        type=flags.tag_set,
+        default=_UNSET,
+        metavar="TAGS",
+        help="comma-separated tag set of the MetaGraphDef to load "
+        f"(default {','.join(flags.SAVED_MODEL_TAGS)})",
+    )
+    for kind in ("intra", "inter"):
+        loading.add_argument(
+            f"--tensorflow_{kind}_op_parallelism",
+            type=int,
+            default=_UNSET,
+            metavar="N",
+            help=f"session {kind}_op_parallelism_threads (default 0: TensorFlow picks)",
+        )
+    _switch(loading, "enable_model_warmup", "replay assets.extra warmup requests (default true)")
+    loading.add_argument(
+        "--max_num_load_retries",
+        type=int,
+        default=_UNSET,
+        metavar="N",
+        help=f"retries of a failed load (default {flags.MAX_NUM_LOAD_RETRIES})",
+    )
+    loading.add_argument(
+        "--load_retry_interval_micros",
+        type=int,
+        default=_UNSET,
+        metavar="US",
+        help=f"wait between load retries (default {flags.LOAD_RETRY_INTERVAL_MICROS})",
+    )
+    _switch(loading, "enable_batching", "batch concurrent requests (default false)")
+    loading.add_argument(
+        "--batching_parameters_file",
+        default=_UNSET,
+        metavar="FILE",
+        help="BatchingParameters text proto for --enable_batching",
     )
     net = parser.add_argument_group("network")
-    net.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
-    net.add_argument("--port", type=int, default=8500, help="gRPC port")
-    net.add_argument("--rest_api_port", type=int, default=8501, help="REST port; 0 disables REST")
+    net.add_argument("--host", default=_UNSET, help=f"address to listen on (default {flags.HOST})")
+    net.add_argument(
+        "--port", type=int, default=_UNSET, help=f"gRPC port (default {flags.GRPC_PORT})"
+    )
+    net.add_argument(
+        "--rest_api_port",
+        type=int,
+        default=_UNSET,
+        help=f"REST port; 0 disables REST (default {flags.REST_API_PORT})",
+    )
     net.add_argument(
         "--rest_api_timeout_in_ms",
         type=int,
+        default=_UNSET,
         metavar="MS",
         help="stop a REST predict run after MS ms (504); 0 or less: no limit "
-        "(default: tensorflow_model_server's)",
+        f"(default {flags.REST_API_TIMEOUT_IN_MS})",
     )
-    net.add_argument("--max_message_mb", type=int, default=64, help="largest request/response")
+    net.add_argument(
+        "--rest_api_num_threads",
+        type=int,
+        default=_UNSET,
+        metavar="N",
+        help="REST worker threads (default 4 per CPU)",
+    )
+    net.add_argument(
+        "--grpc_max_threads",
+        type=int,
+        default=_UNSET,
+        metavar="N",
+        help=f"gRPC worker threads (default {flags.GRPC_MAX_THREADS})",
+    )
+    net.add_argument(
+        "--grpc_channel_arguments",
+        type=flags.channel_arguments,
+        default=_UNSET,
+        metavar="K=V,...",
+        help="gRPC server options, e.g. grpc.max_connection_age_ms=2000",
+    )
+    net.add_argument(
+        "--max_message_mb",
+        type=int,
+        default=_UNSET,
+        help=f"largest request/response (default {flags.MAX_MESSAGE_MB})",
+    )
     net.add_argument("--monitoring_config_file", metavar="FILE", help="MonitoringConfig text proto")
     security = parser.add_argument_group("security")
     security.add_argument("--ssl_config_file", metavar="FILE", help="TF Serving SSLConfig proto")
@@ -75,7 +238,16 @@ def register_serve(subparsers: argparse._SubParsersAction) -> None:
     security.add_argument(
         "--auth_token_file", metavar="FILE", help="require 'authorization: Bearer <token>'"
     )
+    parser.add_argument("--version", action=_Version)
+    for name in flags.UNIMPLEMENTED:
+        parser.add_argument(f"--{name}", action=_Unimplemented)
     parser.set_defaults(handler=serve_command)
+
+
+def _given(args: argparse.Namespace, fields: dict[str, str]) -> dict:
+    """The flags in ``fields`` that were given, as keyword arguments under their field names."""
+    values = vars(args)
+    return {field: values[flag] for flag, field in fields.items() if values.get(flag) is not None}
 
 
 def _model_source(args: argparse.Namespace) -> dict:
@@ -97,6 +269,29 @@ def _model_source(args: argparse.Namespace) -> dict:
     return {"config": config_lib.config_for_model(args.model_name, args.model_base_path)}
 
 
+def _load_options(args: argparse.Namespace):
+    from serving.manager import LoadOptions
+
+    options = LoadOptions(**_given(args, _LOAD_FIELDS))
+    for flag, value in (
+        ("tensorflow_intra_op_parallelism", options.intra_op_threads),
+        ("tensorflow_inter_op_parallelism", options.inter_op_threads),
+        ("max_num_load_retries", options.max_num_load_retries),
+    ):
+        if value < 0:
+            raise ValueError(f"--{flag} must be 0 or more, got {value}")
+    return options
+
+
+def _manager_kwargs(args: argparse.Namespace) -> dict:
+    """Keyword arguments of `build_manager` besides the model source."""
+    fields = {
+        "file_system_poll_wait_seconds": "poll_wait_seconds",
+        "allow_version_labels_for_unavailable_models": "allow_labels_for_unavailable",
+    }
+    return {**_given(args, fields), "load_options": _load_options(args)}
+
+
 def _server_options(args: argparse.Namespace):
     from serving import config as config_lib
     from serving.security import TlsConfig, read_token
@@ -116,28 +311,28 @@ def _server_options(args: argparse.Namespace):
         monitoring = config_lib.read_monitoring_config(args.monitoring_config_file)
         if monitoring.prometheus_config.enable:
             metrics_path = monitoring.prometheus_config.path
-    if args.max_message_mb <= 0:
-        raise ValueError(f"--max_message_mb must be positive, got {args.max_message_mb}")
-    # Unset flags keep ServerOptions' defaults (TF Serving's), which live there only.
-    timeout = args.rest_api_timeout_in_ms
-    given = {} if timeout is None else {"rest_api_timeout_in_ms": timeout}
-    return ServerOptions(
-        **given,
-        host=args.host,
-        port=args.port,
-        rest_api_port=args.rest_api_port,
-        max_message_mb=args.max_message_mb,
+    options = ServerOptions(
+        **_given(args, _SERVER_FIELDS),
         tls=tls,
         token=read_token(args.auth_token_file) if args.auth_token_file else None,
         metrics_path=metrics_path,
     )
+    for flag, value in (
+        ("max_message_mb", options.max_message_mb),
+        ("rest_api_num_threads", options.rest_api_num_threads),
+        ("grpc_max_threads", options.workers),
+    ):
+        if value <= 0:
+            raise ValueError(f"--{flag} must be positive, got {value}")
+    if options.model_config_file_poll_wait_seconds > 0 and not options.model_config_file:
+        raise ValueError("--model_config_file_poll_wait_seconds needs --model_config_file")
+    return options
 
 
 def serve_command(args: argparse.Namespace) -> int:
     """Run the server until Ctrl-C or SIGTERM."""
     import logging
 
-    _quiet_tensorflow()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     from serving.errors import ServingError
@@ -145,11 +340,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
     try:
         options = _server_options(args)
-        manager = build_manager(
-            poll_wait_seconds=args.file_system_poll_wait_seconds,
-            allow_labels_for_unavailable=args.allow_version_labels_for_unavailable_models,
-            **_model_source(args),
-        )
+        manager = build_manager(**_manager_kwargs(args), **_model_source(args))
         server = ModelServer(manager, options)
         server.start()
     except (ValueError, OSError, RuntimeError) as error:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from typing import Any
 
@@ -17,6 +17,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving import predict as core
+from serving.batching import BatchScheduler
 from serving.errors import ServingError
 from serving.manager import ModelManager
 from serving.metrics import ServingMetrics
@@ -60,15 +61,21 @@ def _unimplemented(api: str, context: grpc.ServicerContext) -> Any:
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict and GetModelMetadata; the tf.Example APIs answer UNIMPLEMENTED."""
 
-    def __init__(self, manager: ModelManager, metrics: ServingMetrics):
+    def __init__(
+        self,
+        manager: ModelManager,
+        metrics: ServingMetrics,
+        batching: BatchScheduler | None = None,
+    ):
         self.manager = manager
         self.metrics = metrics
+        self.batching = batching  # None: each request runs by itself
 
     def Predict(self, request, context):  # noqa: N802 - gRPC method name
         deadline = request_deadline(context)  # the run stops there instead of computing on
 
         def work(record: core.RequestRecord):
-            return core.predict(self.manager, request, record, deadline)
+            return core.predict(self.manager, request, record, deadline, self.batching)
 
         return _answer(context, self.metrics, "Predict", work)
 
@@ -143,13 +150,20 @@ def build_grpc_server(
     tls: TlsConfig | None = None,
     token: str | None = None,
     workers: int = 16,
+    channel_arguments: Sequence[tuple[str, int | str]] = (),
+    batching: BatchScheduler | None = None,
 ) -> tuple[grpc.Server, int]:
-    """A started-ready (not yet started) gRPC server and the port it bound."""
-    options = [
+    """A started-ready (not yet started) gRPC server and the port it bound.
+
+    ``channel_arguments`` (--grpc_channel_arguments) replace our options of the same key.
+    """
+    given = {key for key, _ in channel_arguments}
+    ours = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
+    options = [option for option in ours if option[0] not in given] + list(channel_arguments)
     interceptors = [BearerTokenInterceptor(token)] if token else []
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
@@ -157,7 +171,7 @@ def build_grpc_server(
         options=options,
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(manager, metrics), server
+        PredictionService(manager, metrics, batching), server
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelService(manager, metrics), server

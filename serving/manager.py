@@ -4,8 +4,10 @@ It follows TF Serving's file-system source and availability-preserving policy:
 - every poll, each model's base path is scanned; a version folder counts once its
   `saved_model.pb` exists (pushers write it last, so a half-written version is never loaded);
 - the model's version policy picks the aspired versions among those (latest N, all, specific);
-- a version that fails to load ends in state END with the error, and is retried only when its
-  `saved_model.pb` changes; the versions already serving keep serving;
+- a version that fails to load ends in state END with the error; it is retried up to
+  `LoadOptions.max_num_load_retries` times, one poll cycle at least `load_retry_interval_micros`
+  after the last attempt, and again whenever its `saved_model.pb` changes; the versions already
+  serving keep serving;
 - a version no longer aspired unloads once an aspired version is available, and only after the
   requests holding it finish (reference counting); unloading closes its session;
 - version labels map names to versions; a label may only point at an available version unless
@@ -14,18 +16,23 @@ It follows TF Serving's file-system source and availability-preserving policy:
 
 from __future__ import annotations
 
+import functools
 import logging
 import posixpath
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
+import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_status_pb2
 
 from serving import config as config_lib
+from serving import flags
 from serving.errors import (
     ServingError,
     clean_tf_message,
@@ -46,6 +53,32 @@ START, LOADING, AVAILABLE, UNLOADING, END = (
     State.UNLOADING,
     State.END,
 )
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How versions load; the defaults are tensorflow_model_server's (its flags of these names)."""
+
+    saved_model_tags: tuple[str, ...] = flags.SAVED_MODEL_TAGS  # the MetaGraphDef's exact tags
+    intra_op_threads: int = 0  # 0: TensorFlow picks
+    inter_op_threads: int = 0
+    enable_model_warmup: bool = flags.ENABLE_MODEL_WARMUP
+    max_num_load_retries: int = flags.MAX_NUM_LOAD_RETRIES  # after the first failure
+    load_retry_interval_micros: int = flags.LOAD_RETRY_INTERVAL_MICROS  # negative: no wait
+
+
+class ManagerListener(Protocol):
+    """What the manager reports as versions come and go and run (the server's metrics)."""
+
+    def version_loaded(
+        self, name: str, version: int, path: str, seconds: float, error: ServingError | None
+    ) -> None: ...
+
+    def version_unloaded(self, name: str, version: int) -> None: ...
+
+    def version_ran(
+        self, servable: Servable, signature: str, seconds: float, outputs: Mapping[str, np.ndarray]
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -74,6 +107,8 @@ class _Version:
         self.servable: Servable | None = None
         self.in_flight = 0
         self.failed_fingerprint: tuple | None = None
+        self.retries = 0  # load retries since the files last changed
+        self.retry_at = 0.0  # time.monotonic() of the next allowed retry
 
     def status(self) -> VersionStatus:
         if self.error is None:
@@ -87,6 +122,8 @@ class ModelManager:
     Give either ``config`` (a `ModelServerConfig`) or ``models_root`` (every model folder under
     it, rescanned each poll so newly pushed models appear). ``on_load`` runs on each freshly
     loaded servable before it becomes available (warmup); if it raises, the load fails.
+    ``loader`` (name, version, folder) -> Servable replaces `load_servable` with
+    ``load_options``' tags and threads; ``listener`` hears loads, unloads and runs.
     """
 
     def __init__(
@@ -94,10 +131,11 @@ class ModelManager:
         config: config_lib.ModelServerConfig | None = None,
         *,
         models_root: str | None = None,
-        poll_wait_seconds: float = 1.0,
+        poll_wait_seconds: float = flags.FILE_SYSTEM_POLL_WAIT_SECONDS,
         allow_labels_for_unavailable: bool = False,
         on_load: Callable[[Servable], None] | None = None,
-        loader: Callable[[str, int, str], Servable] = load_servable,
+        loader: Callable[[str, int, str], Servable] | None = None,
+        load_options: LoadOptions | None = None,
     ):
         if (config is None) == (models_root is None):
             raise ValueError("give exactly one of config or models_root")
@@ -108,7 +146,14 @@ class ModelManager:
         self._models_root = models_root
         self._config = config if config is not None else config_lib.config_for_root(models_root)
         self._on_load = on_load
-        self._loader = loader
+        self.load_options = options = load_options or LoadOptions()
+        self._loader = loader or functools.partial(
+            load_servable,
+            intra_op_threads=options.intra_op_threads,
+            inter_op_threads=options.inter_op_threads,
+            tags=options.saved_model_tags,
+        )
+        self.listener: ManagerListener | None = None
         self._lock = threading.Lock()  # versions, labels, config
         self._cycle_lock = threading.Lock()  # one poll cycle or reload at a time
         self._versions: dict[str, dict[int, _Version]] = {}
@@ -232,12 +277,16 @@ class ModelManager:
             state, failed, fingerprint = entry.state, entry.error, entry.failed_fingerprint
         if state in (LOADING, AVAILABLE, UNLOADING):
             return
-        if state == END and failed is not None and fingerprint == self._fingerprint(folder):
-            return  # the same broken files as last time: do not retry every poll
+        if state == END and failed is not None:
+            if fingerprint != self._fingerprint(folder):
+                entry.retries = 0  # new files: a fresh round of attempts
+            elif not self._retry_due(entry):
+                return  # the same broken files: wait for the retry interval, or give up
         with self._lock:
             entry.state, entry.error, entry.path = LOADING, None, folder
         log.info("loading %s version %d from %s", name, version, folder)
-        servable = None
+        servable, failure = None, None
+        start = time.perf_counter()
         try:
             servable = self._loader(name, version, folder)
             if self._on_load is not None:
@@ -245,14 +294,41 @@ class ModelManager:
         except Exception as error:  # noqa: BLE001 - any load failure is reported, not raised
             _close([servable])  # loaded, but its warmup failed
             failure = error if isinstance(error, ServingError) else _load_error(error)
+        if self.listener is not None:
+            seconds = time.perf_counter() - start
+            self.listener.version_loaded(name, version, folder, seconds, failure)
+        if failure is not None:
             log.error("loading %s version %d failed: %s", name, version, failure.message)
             with self._lock:
                 entry.state, entry.error = END, failure
                 entry.failed_fingerprint = self._fingerprint(folder)
+                wait = max(self.load_options.load_retry_interval_micros, 0) / 1e6
+                entry.retry_at = time.monotonic() + wait
             return
+        servable.observer = self._observe_run  # after warmup: only requests are measured
         with self._lock:
-            entry.servable, entry.state = servable, AVAILABLE
+            entry.servable, entry.state, entry.retries = servable, AVAILABLE, 0
         log.info("%s version %d is available", name, version)
+
+    def _retry_due(self, entry: _Version) -> bool:
+        """Whether a failed version may be loaded again now (counts the retry)."""
+        if entry.retries >= self.load_options.max_num_load_retries:
+            return False
+        if time.monotonic() < entry.retry_at:
+            return False
+        entry.retries += 1
+        log.info(
+            "retrying the load of %s version %d (%d of %d)",
+            entry.name,
+            entry.version,
+            entry.retries,
+            self.load_options.max_num_load_retries,
+        )
+        return True
+
+    def _observe_run(self, servable: Servable, signature: str, seconds: float, outputs) -> None:
+        if self.listener is not None:
+            self.listener.version_ran(servable, signature, seconds, outputs)
 
     def _retire(self, name: str, aspired: set[int]) -> None:
         """Unload available versions outside ``aspired`` once an aspired one is available."""
@@ -271,12 +347,13 @@ class ModelManager:
                         closing.append(self._finish_unload(entry))
         _close(closing)
 
-    @staticmethod
-    def _finish_unload(entry: _Version) -> Servable | None:
+    def _finish_unload(self, entry: _Version) -> Servable | None:
         """Mark an unloading version gone (lock held); returns its servable for `_close`."""
         servable, entry.servable = entry.servable, None
         entry.state = END
         log.info("%s version %d unloaded", entry.name, entry.version)
+        if self.listener is not None:
+            self.listener.version_unloaded(entry.name, entry.version)
         return servable
 
     def _checked_labels(self, config: config_lib.ModelServerConfig) -> dict[str, dict[str, int]]:

@@ -7,6 +7,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
@@ -22,6 +23,9 @@ from serving.errors import ServingError, from_tf_error, invalid_argument
 from serving.manager import ModelManager
 from serving.servable import DEFAULT_SIGNATURE, Servable, SignatureDef
 from serving.tensors import dtype_enum, dtype_name, to_ndarray, to_tensor_proto
+
+if TYPE_CHECKING:  # serving.batching imports this module
+    from serving.batching import BatchScheduler
 
 SIGNATURE_DEF_FIELD = "signature_def"
 
@@ -143,10 +147,12 @@ def run_signature(
     inputs: Mapping[str, np.ndarray],
     output_filter: Sequence[str] = (),
     deadline: float | None = None,
+    batching: BatchScheduler | None = None,
 ) -> dict[str, np.ndarray]:
     """Validate ``inputs`` and run the signature in the servable's session; returns the
     (filtered) outputs as numpy. The run stops at ``deadline`` (`time.monotonic`) with
-    DEADLINE_EXCEEDED; a deadline already past answers that without running."""
+    DEADLINE_EXCEEDED; a deadline already past answers that without running. With
+    ``batching`` the run is merged with concurrent requests to the same signature."""
     signature_name = signature_name or DEFAULT_SIGNATURE
     signature = servable.signature(signature_name)
     where = _describe(signature_name, servable)
@@ -154,6 +160,8 @@ def run_signature(
     check_output_filter(signature, output_filter, where)
     budget = timeout_ms(deadline)
     try:
+        if batching is not None:
+            return batching.run(servable, signature_name, inputs, output_filter, deadline)
         return servable.run(signature_name, inputs, output_filter, budget)
     except ServingError:
         raise
@@ -174,9 +182,10 @@ def predict(
     request: predict_pb2.PredictRequest,
     record: RequestRecord | None = None,
     deadline: float | None = None,
+    batching: BatchScheduler | None = None,
 ) -> predict_pb2.PredictResponse:
-    """Answer a `PredictRequest` (gRPC Predict); the run stops at ``deadline`` (see
-    `run_signature`)."""
+    """Answer a `PredictRequest` (gRPC Predict); the run stops at ``deadline`` and goes
+    through ``batching`` when given (see `run_signature`)."""
     record = record or RequestRecord()
     spec = Spec.from_proto(request.model_spec)
     signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
@@ -192,7 +201,7 @@ def predict(
             check_input_shape(signature, name, [d.size for d in proto.tensor_shape.dim], where)
             inputs[name] = to_ndarray(proto, name)
         outputs = run_signature(
-            servable, signature_name, inputs, list(request.output_filter), deadline
+            servable, signature_name, inputs, list(request.output_filter), deadline, batching
         )
         response = predict_pb2.PredictResponse()
         response.model_spec.name = servable.name

@@ -29,6 +29,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from serving import predict as core
 from serving import rest_json
+from serving.batching import BatchScheduler
 from serving.errors import ServingError, http_status, invalid_argument
 from serving.manager import ModelManager
 from serving.metrics import ServingMetrics
@@ -61,10 +62,17 @@ class RestApi:
     like tensorflow_model_server's ``--rest_api_timeout_in_ms``.
     """
 
-    def __init__(self, manager: ModelManager, metrics: ServingMetrics, timeout_ms: int = 0):
+    def __init__(
+        self,
+        manager: ModelManager,
+        metrics: ServingMetrics,
+        timeout_ms: int = 0,
+        batching: BatchScheduler | None = None,
+    ):
         self.manager = manager
         self.metrics = metrics
         self.timeout_ms = timeout_ms
+        self.batching = batching  # None: each request runs by itself
 
     def _deadline(self) -> float | None:
         if self.timeout_ms <= 0:
@@ -120,7 +128,9 @@ class RestApi:
                     )
                 infos = servable.signature_defs[signature_name].inputs
                 inputs, fmt = rest_json.inputs_from_document(document, infos)
-                outputs = core.run_signature(servable, signature_name, inputs, deadline=deadline)
+                outputs = core.run_signature(
+                    servable, signature_name, inputs, deadline=deadline, batching=self.batching
+                )
             return rest_json.dumps(rest_json.outputs_to_document(outputs, fmt))
 
     def _status(self, spec: core.Spec) -> bytes:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import posixpath
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -35,6 +36,8 @@ SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 MAX_FILTER_CALLABLES = 16
 
 SessionCallable = Any  # what `tf.compat.v1.Session.make_callable` returns
+# Called after each session run: (servable, signature, seconds, outputs fetched).
+RunObserver = Callable[["Servable", str, float, Mapping[str, np.ndarray]], None]
 
 
 def _is_dense(signature: SignatureDef) -> bool:
@@ -71,6 +74,7 @@ class Servable:
             if _is_dense(signature_defs[key])
         }
         self._filtered: dict[tuple[str, tuple[str, ...]], SessionCallable] = {}
+        self.observer: RunObserver | None = None  # set by the manager once the version serves
 
     def __repr__(self) -> str:
         return f"Servable({self.name!r}, version={self.version}, path={self.path!r})"
@@ -114,11 +118,16 @@ class Servable:
             for alias in self._inputs[name]
         ]
         options = None if timeout_ms is None else tf.compat.v1.RunOptions(timeout_in_ms=timeout_ms)
+        start = time.perf_counter()
         values = dict(zip(fetched, call(*feeds, options=options), strict=True))
-        return {
+        seconds = time.perf_counter() - start
+        outputs = {
             alias: _as_array(values[alias], signature.outputs[alias].dtype)
             for alias in (output_filter or fetched)
         }
+        if self.observer is not None:
+            self.observer(self, name, seconds, outputs)
+        return outputs
 
     def close(self) -> None:
         """Free the session (graph, variables, callables); the servable cannot run after this."""
@@ -180,8 +189,11 @@ def saved_model_file(version_dir: str) -> str | None:
     return None
 
 
-def read_meta_graph(version_dir: str) -> meta_graph_pb2.MetaGraphDef:
-    """The MetaGraphDef tagged ``serve`` (signature defs exactly as TF Serving reports them)."""
+def read_meta_graph(
+    version_dir: str, tags: Collection[str] = (SERVE_TAG,)
+) -> meta_graph_pb2.MetaGraphDef:
+    """The MetaGraphDef whose tag set is exactly ``tags``, as TensorFlow's loader matches it
+    (signature defs exactly as TF Serving reports them)."""
     path = saved_model_file(version_dir)
     if path is None:
         raise not_found(f"no saved_model.pb or saved_model.pbtxt in {version_dir}")
@@ -197,11 +209,14 @@ def read_meta_graph(version_dir: str) -> meta_graph_pb2.MetaGraphDef:
         raise ServingError(
             grpc.StatusCode.DATA_LOSS, f"{path} is not a SavedModel protobuf: {error}"
         ) from error
+    wanted = set(tags)
     for meta_graph in saved_model.meta_graphs:
-        if SERVE_TAG in meta_graph.meta_info_def.tags:
+        if set(meta_graph.meta_info_def.tags) == wanted:
             return meta_graph
+    present = [",".join(sorted(m.meta_info_def.tags)) for m in saved_model.meta_graphs]
     raise not_found(
-        f"no MetaGraphDef tagged '{SERVE_TAG}' in {path}: not a complete SavedModel for serving"
+        f"no MetaGraphDef with tags '{','.join(sorted(wanted))}' in {path} "
+        f"(--saved_model_tags); its tag sets: {present or 'none'}"
     )
 
 
@@ -222,17 +237,18 @@ def load_servable(
     *,
     intra_op_threads: int = 0,
     inter_op_threads: int = 0,
+    tags: Collection[str] = (SERVE_TAG,),
 ) -> Servable:
-    """Load one version folder into a new graph and session; failures propagate to the caller
-    (the manager reports them)."""
-    meta_graph = read_meta_graph(version_dir)  # clear errors for missing or corrupt files
+    """Load the MetaGraphDef tagged ``tags`` of one version folder into a new graph and session;
+    failures propagate to the caller (the manager reports them)."""
+    meta_graph = read_meta_graph(version_dir, tags)  # clear errors for missing or corrupt files
     graph = tf.Graph()
     session = tf.compat.v1.Session(
         graph=graph, config=session_config(intra_op_threads, inter_op_threads)
     )
     try:
         with graph.as_default():
-            tf.compat.v1.saved_model.loader.load(session, [SERVE_TAG], version_dir)
+            tf.compat.v1.saved_model.loader.load(session, list(tags), version_dir)
         servable = Servable(
             name=name,
             version=version,

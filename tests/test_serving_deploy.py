@@ -1,17 +1,25 @@
-"""deploy/: the compose file and Kubernetes manifests agree with each other and with the
-config files, which the official TF Serving protos parse."""
+"""deploy/: the compose file and Kubernetes manifests agree with each other, with the config
+files (which the official TF Serving protos parse) and with the demo's model root."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
 from google.protobuf import text_format
 
-from serving.config import ModelServerConfig, read_model_config_file, read_monitoring_config
+from serving.config import (
+    ModelServerConfig,
+    config_for_root,
+    read_model_config_file,
+    read_monitoring_config,
+)
 
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
-CONTRACT = {"text_lm", "vae", "gan", "deepdream", "style_transfer"}
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
+# Every model `make demo` pushes (scripts/demo.sh and the scripts it runs).
+DEMO_MODELS = ["deepdream", "fast_style_starry_night", "gan", "style_transfer", "text_lm", "vae"]
 IMAGE = "tensorflow/serving:2.16.1"
 
 
@@ -23,11 +31,13 @@ def flags(args: list[str]) -> dict[str, str]:
     return dict(arg.removeprefix("--").split("=", 1) for arg in args)
 
 
-def test_models_config_lists_the_contract_models_under_models():
+def _model_list(config: ModelServerConfig) -> list[tuple[str, str]]:
+    return [(m.name, m.base_path) for m in config.model_config_list.config]
+
+
+def test_models_config_lists_the_demo_models_under_models():
     config = read_model_config_file(DEPLOY / "models.config")
-    models = {m.name: m.base_path for m in config.model_config_list.config}
-    assert set(models) == CONTRACT
-    assert all(path == f"/models/{name}" for name, path in models.items())
+    assert _model_list(config) == [(name, f"/models/{name}") for name in DEMO_MODELS]
     prometheus = read_monitoring_config(DEPLOY / "monitoring.config").prometheus_config
     assert prometheus.enable and prometheus.path == "/monitoring/prometheus/metrics"
 
@@ -38,7 +48,11 @@ def test_compose_runs_the_real_server_on_the_model_root():
     assert {"127.0.0.1:8500:8500", "127.0.0.1:8501:8501"} <= set(service["ports"])
     # "SOURCE:TARGET:ro" (SOURCE may be "${VAR:-default}", itself holding a colon).
     mounts = {v.rsplit(":", 2)[1]: v.rsplit(":", 2)[0] for v in service["volumes"]}
-    assert mounts["/models"] == "${GENPIPE_MODEL_ROOT:-../runs/serving}"
+    source = mounts["/models"]
+    default = re.fullmatch(r"\$\{GENPIPE_MODEL_ROOT:-(.+)\}", source).group(1)
+    # A bind mount: compose reads a source without ./, ../ or / as a named volume.
+    assert default.startswith(("./", "../", "/"))
+    assert (DEPLOY / default).resolve() == (REPO / demo_serving_root()).resolve()
     args = flags(service["command"])
     for flag in ("model_config_file", "monitoring_config_file"):
         mounted = Path(args[flag])
@@ -72,3 +86,28 @@ def test_kubernetes_manifests_fit_together():
     in_cluster = text_format.Parse(configmap["data"]["models.config"], ModelServerConfig())
     on_disk = read_model_config_file(DEPLOY / "models.config")
     assert in_cluster == on_disk
+
+
+def demo_serving_root() -> str:
+    """The model root `make demo` serves: "$ROOT/serving" with scripts/demo.sh's default ROOT."""
+    script = (REPO / "scripts" / "demo.sh").read_text()
+    root = re.search(r'^ROOT="\$\{GENPIPE_DEMO_ROOT:-([^}]+)\}"', script, re.MULTILINE).group(1)
+    assert '--models_root "$ROOT/serving"' in script
+    return f"{root}/serving"
+
+
+def test_docs_use_a_bind_mount_path_for_the_model_root():
+    for text in ((REPO / "docs" / "serving.md").read_text(), load_text("docker-compose.yml")):
+        for value in re.findall(r"GENPIPE_MODEL_ROOT=(\S+)", text):
+            assert value.strip("\"'").startswith(("$PWD/", "/", "./", "../")), value
+
+
+def load_text(name: str) -> str:
+    return (DEPLOY / name).read_text()
+
+
+def test_serving_config_regenerates_the_model_list(tmp_path):
+    for name in DEMO_MODELS:
+        (tmp_path / name / "1").mkdir(parents=True)
+    regenerated = config_for_root(tmp_path, base_path="/models")
+    assert _model_list(regenerated) == _model_list(read_model_config_file(DEPLOY / "models.config"))
