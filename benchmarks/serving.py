@@ -102,8 +102,12 @@ def measure(
     start_line = threading.Barrier(clients + 1)
 
     def client(work: Callable[[], object]) -> None:
-        for _ in range(warmup):  # warm up this client's connection
-            work()
+        try:
+            for _ in range(warmup):  # warm up this client's connection
+                work()
+        except Exception:
+            start_line.abort()  # a request that fails in warm-up ends the run, never hangs it
+            raise
         start_line.wait()
         mine = []
         for _ in range(per_client):
