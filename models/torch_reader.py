@@ -1,6 +1,6 @@
 """Read PyTorch checkpoint files into numpy arrays, without torch and without trusting pickle.
 
-PyTorch files come in two layouts (see ASSETS.md):
+PyTorch files come in two layouts:
 
 * the legacy ``torch.save`` stream: five pickles back to back (magic number, protocol version,
   system info, the object, the list of storage keys) followed, for every key, by an int64

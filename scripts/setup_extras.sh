@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Debian extras from ASSETS.md: Fashion-MNIST (plain install, no dependencies) and two paintings
+# Debian extras (README, "Where the data comes from offline"): Fashion-MNIST (plain install, no dependencies) and two paintings
 # extracted from .debs without installing them (their Depends pull OpenCV).
 # Never fatal: where apt is unavailable it prints one notice and genpipe falls back to other data.
 set -u

@@ -1,7 +1,7 @@
 """Locating offline data carriers (pip packages and Debian extras) without importing them.
 
 Several carrier packages import torch or OpenCV in their ``__init__``; ``find_spec`` finds the
-folder without running it (see ASSETS.md).
+folder without running it (the carriers: requirements/carriers.txt).
 """
 
 from __future__ import annotations

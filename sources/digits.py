@@ -49,7 +49,7 @@ def mnist(split: str = "train") -> DigitSet:
     """MNIST: ``train`` = the official 60,000 (pickle's train + validation), ``test`` = 10,000."""
     _check_split(split)
     with gzip.open(carrier_file(*MNIST_PICKLE), "rb") as handle:
-        # A plain-data pickle of numpy arrays shipped by the package (see ASSETS.md).
+        # A plain-data pickle of numpy arrays shipped by the package (requirements/carriers.txt).
         train, valid, test = pickle.load(handle, encoding="latin1")  # noqa: S301
 
     def as_set(pair: tuple[np.ndarray, np.ndarray]) -> DigitSet:
