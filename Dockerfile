@@ -20,6 +20,7 @@ COPY contracts contracts
 COPY models models
 COPY components components
 COPY pipeline pipeline
+COPY protos protos
 COPY serving serving
 COPY client client
 COPY sources sources

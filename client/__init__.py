@@ -17,6 +17,7 @@ _EXPORTS = {
     "ServerUnavailable": "client.model_client",
     "Prediction": "client.model_client",
     "TextGeneration": "client.model_client",
+    "StreamedWord": "client.model_client",
     "TextScore": "client.model_client",
     "StyleTransfer": "client.model_client",
     "VersionState": "client.model_client",

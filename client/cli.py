@@ -127,6 +127,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _seed_flag(text, text_lm.GENERATE, "first seed; sample i uses seed + i")
     text.add_argument("-n", "--n", type=int, default=1, help="number of samples")
     text.add_argument("-o", "--output", help="also write the texts to this file")
+    text.add_argument(
+        "--stream",
+        action="store_true",
+        help="print the words as they are generated (one sample: -n 1)",
+    )
 
     for kind, model, signature, what in (
         ("digits", vae.MODEL, vae.SAMPLE, "VAE samples (vae sample)"),
@@ -207,15 +212,31 @@ def generate_command(args: argparse.Namespace) -> int:
 
 
 def _generate_text(client, args: argparse.Namespace) -> int:
+    if args.stream and args.n != 1:
+        raise ValueError(f"--stream prints one sample as it is generated: use -n 1, not {args.n}")
     seeds = _seeds(args)
-    generations = client.generate_text([args.prompt] * len(seeds), seed=seeds, **_values(args))
-    texts = [g.text for g in generations]
-    print("\n\n".join(texts))
+    if args.stream:
+        texts = [_stream_text(client, args.prompt, seeds[0], _values(args))]
+    else:
+        generations = client.generate_text([args.prompt] * len(seeds), seed=seeds, **_values(args))
+        texts = [g.text for g in generations]
+        print("\n\n".join(texts))
     _report_seed(args)
     if args.output:
         Path(args.output).write_text("\n\n".join(texts) + "\n")
         print(f"wrote {args.output}", file=sys.stderr)
     return 0
+
+
+def _stream_text(client, prompt: str, seed: int, values: dict[str, Any]) -> str:
+    """Print the prompt, then each word as it comes; the whole text, as `generate` writes it."""
+    text = prompt.strip()
+    print(text, end="", flush=True)
+    for word in client.generate_stream(prompt, seed=seed, **values):
+        print(" " + word.word, end="", flush=True)
+        text += " " + word.word
+    print(flush=True)
+    return text
 
 
 def _generate_grid(client, args: argparse.Namespace) -> int:

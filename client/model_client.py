@@ -4,10 +4,15 @@ One typed method per signature of the serving contract (`contracts/`, documented
 docs/serving.md), on top of a generic `predict`; input names, dtypes and defaults come from the
 contract. Images come back as `GeneratedImage` (PNG bytes, ``.to_numpy()``, ``.to_pil()``,
 ``.save()``). A server that cannot be reached raises `ServerUnavailable`; any other failure
-raises `ModelServerError` with the gRPC code and the server's message.
+raises `ModelServerError` with the gRPC code and the server's message. `generate_stream`
+yields text_lm's words as they are generated, over genpipe's GenerateStream RPC
+(protos/generation.py) or, on a server without it such as the real TF Serving, as a chain of
+`generate_start`/`generate_step` Predict calls.
 
     with ModelServerClient("127.0.0.1:8500", timeout=30) as client:
         print(client.generate_text("this movie", temperature=0.7, seed=1)[0].text)
+        for word in client.generate_stream("this movie", seed=1):
+            print(word.word, end=" ", flush=True)
         client.gan_generate([1, 2, 3])[0].save("face.png")
 """
 
@@ -15,7 +20,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,12 +38,16 @@ from tensorflow_serving.apis import (
 )
 
 from client.images import GeneratedImage, image_bytes
-from client.inputs import bytes_output, signature_inputs
+from client.inputs import bytes_output, out_of_range, signature_inputs
 from contracts import Signature, deepdream, fast_style, gan, style_transfer, text_lm, vae
+from protos import generation
 
 DEFAULT_SERVER = "127.0.0.1:8500"
 START_HINT = "start one with `genpipe serve --models_root DIR`"
 MB = 1024 * 1024
+# How `generate_stream` reaches the server: the GenerateStream RPC, Predict calls of the
+# word-by-word signatures, or the RPC falling back to Predict calls where it is UNIMPLEMENTED.
+TRANSPORTS = ("auto", "stream", "predict")
 
 
 class ModelServerError(Exception):
@@ -83,6 +92,18 @@ class TextGeneration:
     token_ids: list[int]
     seed: int
     version: int
+
+
+@dataclass(frozen=True)
+class StreamedWord:
+    """One word of `generate_stream`: its prompt's row, its index in that row's continuation,
+    its token id, and whether it is the row's last word."""
+
+    row: int
+    index: int
+    token_id: int
+    word: str
+    last: bool
 
 
 @dataclass(frozen=True)
@@ -162,10 +183,13 @@ class ModelServerClient:
         try:
             return method(request, timeout=timeout or self.timeout, metadata=self._metadata)
         except grpc.RpcError as error:
-            code, details = error.code(), error.details() or ""
-            if code == grpc.StatusCode.UNAVAILABLE:
-                raise ServerUnavailable(self.server, details) from None
-            raise ModelServerError(code, details) from None
+            raise self._error(error) from None
+
+    def _error(self, error: grpc.RpcError) -> ModelServerError:
+        code, details = error.code(), error.details() or ""
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return ServerUnavailable(self.server, details)
+        return ModelServerError(code, details)
 
     # -- generic API -----------------------------------------------------------------------
 
@@ -300,6 +324,109 @@ class ModelServerClient:
             )
             for i, prompt in enumerate(prompts)
         ]
+
+    def generate_stream(
+        self,
+        prompts: str | Sequence[str],
+        *,
+        max_tokens: int | Sequence[int] | None = None,
+        temperature: float | Sequence[float] | None = None,
+        top_k: int | Sequence[int] | None = None,
+        top_p: float | Sequence[float] | None = None,
+        seed: int | Sequence[int] | None = None,
+        model: str = text_lm.MODEL,
+        version: int | None = None,
+        label: str | None = None,
+        transport: str = "auto",
+        steps: int | None = None,
+    ) -> Iterator[StreamedWord]:
+        """`generate`, word by word: yields each row's words in order as they are generated;
+        joined by spaces they are `generate_text`'s continuation for the same inputs.
+
+        ``transport``: "stream" is genpipe's GenerateStream RPC (the server runs the decoding
+        loop; ``timeout`` bounds the whole stream); "predict" chains Predict calls of
+        `generate_start` and `generate_step`, which any TF Serving answers (``timeout`` per
+        call) — the key/value cache travels both ways in every call, layers x heads x
+        position x head_dim floats per row, so long generations of big models need a larger
+        ``max_message_mb``; "auto" is the RPC, falling back to Predict calls when the server
+        answers UNIMPLEMENTED. ``steps``: positions each `generate_step` Predict call decodes
+        (default: the contract's); the RPC's server chooses its own. Leaving the loop early
+        cancels the generation.
+        """
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {list(TRANSPORTS)}; got {transport!r}")
+        values = dict(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p)
+        inputs = signature_inputs(
+            text_lm.GENERATE_START, {"prompt": _strings(prompts), "seed": seed, **values}
+        )
+        if transport != "predict":
+            words = self._stream_words(inputs, model, version, label)
+            try:
+                first = next(words, None)
+            except ModelServerError as error:
+                if transport == "stream" or error.code != grpc.StatusCode.UNIMPLEMENTED:
+                    raise
+            else:
+                try:
+                    if first is not None:
+                        yield first
+                        yield from words
+                finally:
+                    words.close()  # cancels the call when the caller stops early
+                return
+        yield from self._predict_words(inputs, model, version, label, steps)
+
+    def _stream_words(
+        self, inputs: dict[str, np.ndarray], model: str, version: int | None, label: str | None
+    ) -> Iterator[StreamedWord]:
+        """The words of one GenerateStream call; closing this iterator cancels the call."""
+        request = predict_pb2.PredictRequest()
+        _fill_spec(request.model_spec, model, version, label)
+        request.model_spec.signature_name = text_lm.GENERATE.name
+        for name, value in inputs.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+        stub = generation.generate_stream_stub(self._channel)
+        responses = stub(request, timeout=self.timeout, metadata=self._metadata)
+        try:
+            for response in responses:
+                for word in response.words:
+                    yield _streamed(word)
+        except grpc.RpcError as error:
+            raise self._error(error) from None
+        finally:
+            responses.cancel()  # a no-op once the stream has ended
+
+    def _predict_words(
+        self,
+        inputs: dict[str, np.ndarray],
+        model: str,
+        version: int | None,
+        label: str | None,
+        steps: int | None,
+    ) -> Iterator[StreamedWord]:
+        """The words of `generate_start` and `generate_step` Predict calls, each step sent the
+        settings and the state the previous call returned, on the version that started."""
+        result = self.predict(
+            model, inputs, signature=text_lm.GENERATE_START.name, version=version, label=label
+        )
+        settings = {tensor.name: inputs[tensor.name] for tensor in text_lm.SETTINGS}
+        steps = text_lm.STEPS.default if steps is None else steps
+        why = out_of_range(text_lm.STEPS, steps)
+        if why:
+            raise ValueError(f"steps {why}")
+        per_call = np.full(len(inputs[text_lm.PROMPT.name]), steps, np.int32)
+        while True:
+            for word in generation.streamed_words(result.outputs, settings):
+                yield _streamed(word)
+            if result[generation.DONE].all():
+                return
+            state = {tensor.name: result[tensor.name] for tensor in text_lm.STATE}
+            result = self.predict(
+                model,
+                {**settings, **state, text_lm.STEPS.name: per_call},
+                signature=text_lm.GENERATE_STEP.name,
+                version=result.version,  # the state belongs to this version
+            )
 
     def next_token_probabilities(
         self, prompts: str | Sequence[str], *, model: str = text_lm.MODEL
@@ -450,6 +577,11 @@ def _images(result: Prediction, signature: Signature) -> list[GeneratedImage]:
     """The signature's `_bytes` output as images (one per example, row by row)."""
     encoded = result[bytes_output(signature)].ravel()
     return [GeneratedImage(bytes(data), result.version) for data in encoded]
+
+
+def _streamed(word) -> StreamedWord:
+    """A `protos.generation.StreamedWord` message as the client's dataclass."""
+    return StreamedWord(word.row, word.index, word.token_id, word.word, word.last)
 
 
 def _fill_spec(spec, model: str, version: int | None, label: str | None) -> None:

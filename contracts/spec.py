@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 # TF dtype names (`tf.DType.name`) that the contracts use.
-DTYPES = ("string", "int32", "int64", "float32", "uint8")
+DTYPES = ("string", "int32", "int64", "float32", "uint8", "bool")
 # A bound is a number, or the name of a limit fixed at export (looked up in the sidecar).
 Bound = int | float | str | None
 ANY = -1  # a dimension of any size (the batch dimension is always ANY)
@@ -19,6 +19,12 @@ SIDECAR_VERSION = 1
 # TF Serving's REST API base64-encodes a string output only when its alias ends in this.
 BYTES_SUFFIX = "_bytes"
 SEED_MAX = 2**63 - 1
+# Limits that bound a request's batch dimension B (vae and gan name theirs `max_batch`).
+BATCH_LIMITS = ("max_batch_size", "max_batch")
+# The limit on the pixels of an image a signature decodes or computes.
+PIXEL_LIMIT = "max_pixels"
+# (height, width) of an encoded image -> (height, width) of the largest image computed from it.
+SizeRule = Callable[[int, int], tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,9 @@ class Signature:
     doc: str = ""
     also_as: tuple[str, ...] = ()  # other keys exporting the same function (serving_default)
     optional: bool = False  # exported only when the model has what it needs (VAE `edit`)
+    # Encoded image inputs the signature enlarges, with the size of the largest image it
+    # computes from each; a server may refuse one over PIXEL_LIMIT before decoding it.
+    computed_size: Mapping[str, SizeRule] = field(default_factory=dict, compare=False)
 
     def input(self, name: str) -> Tensor:
         return _by_name(self.inputs, name, f"signature {self.name!r} input")
@@ -95,6 +104,14 @@ class Signature:
     def defaults(self) -> dict[str, Any]:
         """The default of every input that has one."""
         return {t.name: t.default for t in self.inputs if t.default is not None}
+
+
+def batch_limit(limits: Mapping[str, Any]) -> tuple[str, int] | None:
+    """(name, value) of the limit on the batch among an export's ``limits``; None: it has none."""
+    for name in BATCH_LIMITS:
+        if limits.get(name) is not None:
+            return name, int(limits[name])
+    return None
 
 
 @dataclass(frozen=True)

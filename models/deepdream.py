@@ -27,9 +27,6 @@ __all__ = [
 
 # The chapter's layer contributions.
 DEFAULT_LAYER_WEIGHTS = {"mixed4": 1.0, "mixed5": 1.5, "mixed6": 2.0, "mixed7": 2.5}
-# Octaves are never smaller than this side (scaled up, aspect kept): at 139 px the mixed4..7
-# maps are 7x7, 3x3 once the loss drops their 2-pixel border; below 107 px nothing would remain.
-MIN_OCTAVE_SIDE = 139
 # Allowed values of the per-request controls (the contract's); `iterations`' maximum is fixed
 # at export.
 CONTROL_RANGES = {
@@ -47,19 +44,25 @@ class DeepDream(tf.Module):
         layer_weights: Mapping[str, float] = DEFAULT_LAYER_WEIGHTS,
         max_pixels: int = contract.LIMITS["max_pixels"],
         max_iterations: int = contract.LIMITS["max_iterations"],
+        max_batch_size: int = contract.LIMITS["max_batch_size"],
     ):
         super().__init__(name="deepdream")
         self.extractor = extractor
         self.layer_weights = dict(layer_weights)
         self._max_pixels = int(max_pixels)
         self._max_iterations = int(max_iterations)
+        self._max_batch_size = int(max_batch_size)
         # Saved with the model so clients and tools can read the limits fixed at export.
         self.max_pixels = tf.Variable(self._max_pixels, trainable=False, dtype=tf.int64)
         self.max_iterations = tf.Variable(self._max_iterations, trainable=False, dtype=tf.int32)
 
     def limits(self) -> dict[str, int]:
         """The limits of the `dream` signature fixed at export (`contracts.deepdream.LIMITS`)."""
-        return {"max_pixels": self._max_pixels, "max_iterations": self._max_iterations}
+        return {
+            "max_pixels": self._max_pixels,
+            "max_iterations": self._max_iterations,
+            "max_batch_size": self._max_batch_size,
+        }
 
     def compute_loss(self, image: tf.Tensor) -> tf.Tensor:
         """Weighted mean squared activation of the chosen layers, border pixels excluded."""
@@ -115,17 +118,35 @@ class DeepDream(tf.Module):
         step: tf.Tensor,
         max_loss: tf.Tensor,
     ) -> tf.Tensor:
-        """One uint8 image [H, W, 3] -> its dream, uint8 [H, W, 3] of the same size."""
-        original = pretrained.preprocess_inception(image)[tf.newaxis]
+        """One uint8 image [H, W, 3] -> its dream, uint8 [H, W, 3] of the same size.
+
+        Refused before any octave is computed when one would exceed max_pixels (images with a
+        short side under MIN_OCTAVE_SIDE are scaled up: `contracts.deepdream.largest_octave`).
+        """
         original_shape = tf.shape(image)[:2]
 
         def octave_shape(k: tf.Tensor) -> tf.Tensor:
             size = tf.cast(original_shape, tf.float32)
             factor = tf.maximum(
                 1.0 / octave_scale ** tf.cast(k, tf.float32),
-                MIN_OCTAVE_SIDE / tf.reduce_min(size),
+                contract.MIN_OCTAVE_SIDE / tf.reduce_min(size),
             )
             return tf.cast(size * factor, tf.int32)
+
+        shapes = tf.map_fn(octave_shape, tf.range(octaves), fn_output_signature=tf.int32)
+        pixels = tf.reduce_prod(tf.cast(shapes, tf.int64), axis=1)
+        octaves_fit = tf.debugging.Assert(
+            tf.reduce_max(pixels) <= self._max_pixels,
+            [
+                f"image: every octave of the dream must have at most max_pixels = "
+                f"{self._max_pixels} pixels (octaves are at least {contract.MIN_OCTAVE_SIDE} px "
+                "on the short side); got an octave of height, width",
+                shapes[tf.argmax(pixels)],
+            ],
+            name="check_image_octave_pixels",
+        )
+        with tf.control_dependencies([octaves_fit]):
+            original = pretrained.preprocess_inception(image)[tf.newaxis]
 
         def one_octave(i, dream, shrunk_original):
             shape = octave_shape(octaves - 1 - i)
@@ -171,7 +192,10 @@ class DeepDream(tf.Module):
             "step": step,
             "max_loss": max_loss,
         }
-        checks = [image_codec.check_batch_sizes({"image": image, **controls})]
+        checks = [
+            image_codec.check_batch_sizes({"image": image, **controls}),
+            image_codec.check_batch_limit(image, "image", self._max_batch_size, "max_batch_size"),
+        ]
         checks.append(image_codec.check_in_range(iterations, "iterations", 1, self._max_iterations))
         for name, (low, high) in CONTROL_RANGES.items():
             checks.append(image_codec.check_in_range(controls[name], name, low, high))
@@ -190,6 +214,7 @@ def build_deepdream(
     max_pixels: int = contract.LIMITS["max_pixels"],
     max_iterations: int = contract.LIMITS["max_iterations"],
     fold_batch_norm: bool = True,
+    max_batch_size: int = contract.LIMITS["max_batch_size"],
 ) -> DeepDream:
     """A `DeepDream` module on an InceptionV3 feature extractor (see `pretrained` for weights).
 
@@ -200,7 +225,7 @@ def build_deepdream(
     extractor = pretrained.feature_extractor("inception_v3", list(layer_weights), weights=weights)
     if fold_batch_norm:
         extractor = pretrained.fold_batch_norm(extractor)
-    return DeepDream(extractor, layer_weights, max_pixels, max_iterations)
+    return DeepDream(extractor, layer_weights, max_pixels, max_iterations, max_batch_size)
 
 
 def export_deepdream(
@@ -210,9 +235,12 @@ def export_deepdream(
     max_pixels: int = contract.LIMITS["max_pixels"],
     max_iterations: int = contract.LIMITS["max_iterations"],
     module: DeepDream | None = None,
+    max_batch_size: int = contract.LIMITS["max_batch_size"],
 ) -> dict[str, object]:
     """Write a SavedModel with the `dream` signature; returns the contract sidecar."""
-    module = module or build_deepdream(weights, layer_weights, max_pixels, max_iterations)
+    module = module or build_deepdream(
+        weights, layer_weights, max_pixels, max_iterations, max_batch_size=max_batch_size
+    )
     return saved_model.save(
         module,
         export_dir,

@@ -12,7 +12,13 @@ from collections.abc import Mapping
 
 import tensorflow as tf
 
-__all__ = ["check_batch_sizes", "check_in_range", "decode_image", "encode_png"]
+__all__ = [
+    "check_batch_limit",
+    "check_batch_sizes",
+    "check_in_range",
+    "decode_image",
+    "encode_png",
+]
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_SIGNATURE = b"\xff\xd8\xff"
@@ -34,6 +40,16 @@ def check_batch_sizes(inputs: Mapping[str, tf.Tensor]) -> tf.Operation:
     ok = tf.reduce_all(tf.equal(sizes, sizes[0]))
     message = f"inputs {', '.join(names)} must have the same batch size [B]; got"
     return tf.debugging.Assert(ok, [message, sizes], name="check_batch_sizes")
+
+
+def check_batch_limit(
+    values: tf.Tensor, name: str, maximum: int, limit_name: str
+) -> tf.Operation:
+    """Assert the batch (leading dimension) of ``values`` is at most ``maximum``, the limit
+    ``limit_name``; returns the assert op."""
+    size = tf.shape(values, out_type=tf.int64)[0]
+    message = f"{name}: batch size must be at most {limit_name} = {maximum}; got"
+    return tf.debugging.Assert(size <= maximum, [message, size], name=f"check_{name}_batch")
 
 
 def _header_size(data: tf.Tensor, is_png: tf.Tensor, name: str) -> tf.Tensor:

@@ -59,7 +59,10 @@ def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
     import importlib
 
     found = []
-    for module in ("pipeline.run_cli", "serving.cli", "client.cli", "pipeline.status_cli"):
+    for module in (
+        "pipeline.run_cli", "serving.cli", "client.cli", "pipeline.status_cli",
+        "pipeline.schedule_cli",
+    ):
         try:
             found.append(importlib.import_module(module).register)
         except ModuleNotFoundError as error:

@@ -149,7 +149,7 @@ VAE_PROFILES: dict[str, VaeProfile] = {
                         learning_rate=3e-3, grid_size=5, max_negative_elbo=350.0),
     # All 60,000 MNIST digits, a few epochs on 2 CPU cores (4 epochs gave 156.9 and 158.1 nats
     # in two runs: too close to the 160 limit, so 6).
-    "demo": VaeProfile(name="demo", max_images=0, batch_size=128, epochs=6,
+    "demo": VaeProfile(name="demo", max_images=0, batch_size=128, epochs=5,
                        learning_rate=2e-3, max_negative_elbo=160.0),
     # The chapter: latent 2, 30 epochs, Adam, batch 128.
     "book": VaeProfile(name="book", max_images=0, batch_size=128, epochs=30,
@@ -214,7 +214,7 @@ GAN_PROFILES: dict[str, GanProfile] = {
     # MNIST, a half-width GAN for a few minutes on 2 CPU cores; KID at 75 px over 1,000 images
     # must be at most a third of the untrained generator's.
     "demo": GanProfile(name="demo", max_images=0, latent_dim=128, width=0.5,
-                       batch_size=64, epochs=5, steps_per_epoch=200, learning_rate=2e-4,
+                       batch_size=64, epochs=4, steps_per_epoch=200, learning_rate=2e-4,
                        adam_beta_1=0.5,
                        kid_images=1000, kid_image_size=75, kid_num_subsets=50,
                        kid_subset_size=500, max_untrained_ratio=1 / 3),
@@ -324,8 +324,8 @@ FAST_STYLE_PROFILES: dict[str, FastStyleProfile] = {
                               scale_side=96, steps=4, style_size=96, filters=(8, 16, 32),
                               num_residual_blocks=1, batch_size=4, learning_rate=1e-2),
     # A half-width net on 128 px crops: ~0.67 s a step, under 3 minutes on 2 CPU cores.
-    "demo": FastStyleProfile(name="demo", crop_size=128, crops_per_photo=8, scale_side=192,
-                             steps=200, style_size=192, filters=(16, 32, 64),
+    "demo": FastStyleProfile(name="demo", crop_size=96, crops_per_photo=8, scale_side=192,
+                             steps=120, style_size=192, filters=(16, 32, 64),
                              num_residual_blocks=3, batch_size=4, learning_rate=3e-3),
     # The paper's network and 256 px crops (it trains 40k steps of 4 on COCO; give it photos).
     "book": FastStyleProfile(name="book", crop_size=256, steps=40000),

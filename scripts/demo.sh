@@ -28,45 +28,11 @@ step "serving $ROOT/serving on $SERVER"
 $GENPIPE serve --models_root "$ROOT/serving" --port "$PORT" --rest_api_port 0 &
 server_pid=$!
 trap 'kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true' EXIT
-.venv/bin/python - "$SERVER" "$ROOT/serving" <<'PY'
-import sys
-from pathlib import Path
-from client import ModelServerClient
-server, root = sys.argv[1], Path(sys.argv[2])
-with ModelServerClient(server, timeout=10) as client:
-    for model in sorted(p.name for p in root.iterdir() if p.is_dir()):
-        version = client.wait_until_available(model, timeout=600)
-        print(f"  {model} version {version} is AVAILABLE")
-PY
-
-step "text samples from the served model over gRPC (prompt 'this movie')"
-: > out/text_samples.txt
-for t in 0.2 0.5 0.7 1.0 1.5; do
-  echo "-- temperature $t" | tee -a out/text_samples.txt
-  $GENPIPE generate text "this movie" --server "$SERVER" --temperature "$t" --max-tokens 30 \
-    --seed 1 -n 2 | tee -a out/text_samples.txt
-done
-for kind in digits faces; do
-  model=$([ "$kind" = digits ] && echo vae || echo gan)
-  if [ -d "$ROOT/serving/$model" ]; then
-    file=$([ "$kind" = digits ] && echo out/served_digits.png || echo out/served_gan.png)
-    $GENPIPE generate "$kind" -n 16 --seed 1 -o "$file" --server "$SERVER"
-  fi
-done
-
-if [ -d "$ROOT/serving/deepdream" ]; then
-  .venv/bin/python -c "from PIL import Image; from sources.photos import photo; \
-Image.fromarray(photo('coffee')).save('out/coffee.jpg', quality=95)"
-  $GENPIPE generate dream out/coffee.jpg --iterations 10 --octaves 3 -o out/served_dream.png \
-    --server "$SERVER" --timeout 600
-fi
-
-if [ -d "$ROOT/serving/fast_style_starry_night" ]; then
-  .venv/bin/python -c "from PIL import Image; from sources.photos import photo; \
-Image.fromarray(photo('chelsea')).save('out/chelsea.jpg', quality=95)"
-  $GENPIPE generate style out/chelsea.jpg --fast starry_night -o out/served_fast_style.png \
-    --server "$SERVER"
-fi
+step "samples from the served models over gRPC (scripts/demo_samples.py)"
+.venv/bin/python scripts/demo_samples.py --server "$SERVER" --models_root "$ROOT/serving" --out out
+step "a streamed generation: words print as the server decodes them"
+$GENPIPE generate text "this movie" --server "$SERVER" --stream --temperature 0.7 \
+  --max-tokens 30 --seed 1
 
 step "model versions"
 $GENPIPE status --root "$ROOT" --server "$SERVER"

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from serving import flags
+from serving import flags, request_limits
 
 
 def _fail(command: str, message: str, code: int = 2) -> int:
@@ -238,6 +238,17 @@ def register_serve(subparsers: argparse._SubParsersAction) -> None:
     security.add_argument(
         "--auth_token_file", metavar="FILE", help="require 'authorization: Bearer <token>'"
     )
+    limits = parser.add_argument_group(
+        "request limits (genpipe's; a request over one is refused with INVALID_ARGUMENT)"
+    )
+    for name, help_text in request_limits.HELP.items():
+        limits.add_argument(
+            f"--{name}",
+            type=int,
+            default=_UNSET,
+            metavar="N",
+            help=f"{help_text} (default {getattr(request_limits.DEFAULTS, name)})",
+        )
     parser.add_argument("--version", action=_Version)
     for name in flags.UNIMPLEMENTED:
         parser.add_argument(f"--{name}", action=_Unimplemented)
@@ -329,6 +340,12 @@ def _server_options(args: argparse.Namespace):
     return options
 
 
+def _request_limits(args: argparse.Namespace) -> request_limits.RequestLimits:
+    """The request limits from their flags (those left out keep their defaults)."""
+    given = {name: name for name in request_limits.HELP}
+    return request_limits.RequestLimits(**_given(args, given))
+
+
 def serve_command(args: argparse.Namespace) -> int:
     """Run the server until Ctrl-C or SIGTERM."""
     import logging
@@ -340,6 +357,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
     try:
         options = _server_options(args)
+        request_limits.configure(_request_limits(args))
         manager = build_manager(**_manager_kwargs(args), **_model_source(args))
         server = ModelServer(manager, options)
         server.start()
@@ -367,7 +385,8 @@ def register_serving_config(subparsers: argparse._SubParsersAction) -> None:
         "serving-config",
         help="write a models.config for the model folders under a root",
         description="Write a model_config_list (TF Serving's --model_config_file) with one "
-        "entry per model folder under ROOT.",
+        "entry per model folder under ROOT; entries already in the output file keep their "
+        "version policy and labels.",
     )
     parser.add_argument("root", help="model root (<root>/<model>/<version>/saved_model.pb)")
     parser.add_argument(
@@ -383,11 +402,19 @@ def register_serving_config(subparsers: argparse._SubParsersAction) -> None:
 
 def serving_config_command(args: argparse.Namespace) -> int:
     from serving.config import write_models_config
+    from serving.errors import ServingError
 
     if not Path(args.root).is_dir():
         return _fail("serving-config", f"{args.root} is not a folder")
     output = Path(args.output or Path(args.root) / "models.config")
-    config = write_models_config(args.root, output, args.base_path)
+    command = " ".join(
+        [args.root, *(["-o", args.output] if args.output else []),
+         *(["--base_path", args.base_path] if args.base_path else [])]
+    )
+    try:
+        config = write_models_config(args.root, output, args.base_path, command)
+    except (ValueError, ServingError) as error:  # an existing file that is not a usable config
+        return _fail("serving-config", f"{output}: {error} (fix or remove it; it is regenerated)")
     names = [model.name for model in config.model_config_list.config]
     if not names:
         print(

@@ -124,34 +124,59 @@ def model_folders(root: str | os.PathLike) -> list[Path]:
     return found
 
 
-def config_for_root(root: str | os.PathLike, base_path: str | None = None) -> ModelServerConfig:
+def config_for_root(
+    root: str | os.PathLike,
+    base_path: str | None = None,
+    previous: ModelServerConfig | None = None,
+) -> ModelServerConfig:
     """One `ModelConfig` per model folder under ``root``.
 
     ``base_path`` replaces ``root`` in the written paths, for a server that sees the same folder
-    elsewhere (``/models`` inside the tensorflow/serving container).
+    elsewhere (``/models`` inside the tensorflow/serving container). A model already in
+    ``previous`` keeps its entry there (version policy, labels, logging) with the new path.
     """
+    kept = {m.name: m for m in previous.model_config_list.config} if previous else {}
     config = ModelServerConfig()
     config.model_config_list.SetInParent()
     prefix = base_path.rstrip("/") if base_path else os.path.abspath(root)
     for folder in model_folders(root):
         model = config.model_config_list.config.add()
+        if folder.name in kept:
+            model.CopyFrom(kept[folder.name])
         model.name = folder.name
         model.base_path = f"{prefix}/{folder.name}"
         model.model_platform = "tensorflow"
     return config
 
 
-def config_text(config: ModelServerConfig) -> str:
-    """``config`` in the text format `--model_config_file` reads."""
-    return text_format.MessageToString(config)
+# The head of a written models.config: text-format comments do not survive a parse, so what
+# a reader needs to know is written with every regeneration.
+HEADER = """\
+# TensorFlow Serving model config (ModelServerConfig in text format), one entry per model
+# folder, written by `genpipe serving-config {command}`.
+# Rerun it after pushing a new model: entries already here keep their version policy and
+# labels. Read by the tensorflow/serving image (--model_config_file) and `genpipe serve`.
+"""
+
+
+def config_text(config: ModelServerConfig, command: str | None = None) -> str:
+    """``config`` in the text format `--model_config_file` reads; with the header comment
+    naming ``command`` (the serving-config arguments that regenerate it) when given."""
+    header = HEADER.format(command=command) if command else ""
+    return header + text_format.MessageToString(config)
 
 
 def write_models_config(
-    root: str | os.PathLike, path: str | os.PathLike, base_path: str | None = None
+    root: str | os.PathLike,
+    path: str | os.PathLike,
+    base_path: str | None = None,
+    command: str | None = None,
 ) -> ModelServerConfig:
-    """Write a `models.config` for the model folders under ``root`` and return it."""
-    config = config_for_root(root, base_path)
-    Path(path).write_text(config_text(config))
+    """Write a `models.config` for the model folders under ``root`` and return it; an existing
+    file at ``path`` gives the entries it has their settings (see `config_for_root`)."""
+    previous = read_model_config_file(path) if Path(path).is_file() else None
+    config = config_for_root(root, base_path, previous)
+    Path(path).write_text(config_text(config, command))
     return config
 
 

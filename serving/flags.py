@@ -21,6 +21,8 @@ SAVED_MODEL_TAGS = ("serve",)
 MAX_NUM_LOAD_RETRIES = 5
 LOAD_RETRY_INTERVAL_MICROS = 60_000_000
 ENABLE_MODEL_WARMUP = True
+# genpipe's own request-limit flags (--max_tensor_elements, ...) and their defaults live in
+# serving/request_limits.py (`RequestLimits`).
 
 
 def rest_api_num_threads() -> int:

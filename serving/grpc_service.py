@@ -1,11 +1,12 @@
 """gRPC front end: `tensorflow.serving.PredictionService` and `tensorflow.serving.ModelService`
-on the official generated servicers, with optional bearer-token auth and TLS."""
+on the official generated servicers, genpipe's `genpipe.serving.GenerationService`
+(protos/generation.py), optional bearer-token auth and TLS."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from typing import Any
 
@@ -16,9 +17,11 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from protos.generation import add_generation_service
 from serving import predict as core
 from serving.batching import BatchScheduler
 from serving.errors import ServingError
+from serving.generation import generate_stream
 from serving.manager import ModelManager
 from serving.metrics import ServingMetrics
 from serving.security import TlsConfig, bearer_matches
@@ -37,6 +40,21 @@ def _answer(context: grpc.ServicerContext, metrics: ServingMetrics, api: str, wo
     except ServingError as error:
         context.abort(error.code, error.message)
     except Exception as error:  # noqa: BLE001 - report, do not leak a bare UNKNOWN
+        log.exception("%s failed", api)
+        context.abort(grpc.StatusCode.INTERNAL, f"{api} failed: {type(error).__name__}: {error}")
+
+
+def _stream(
+    context: grpc.ServicerContext, metrics: ServingMetrics, api: str, work: Callable
+) -> Iterator:
+    """`_answer` for a response stream: yield what ``work(record)`` yields."""
+    try:
+        with metrics.track(PROTOCOL, api) as record:
+            yield from work(record)
+    except ServingError as error:
+        if context.is_active():  # a cancelled call has no one to tell
+            context.abort(error.code, error.message)
+    except Exception as error:  # noqa: BLE001
         log.exception("%s failed", api)
         context.abort(grpc.StatusCode.INTERNAL, f"{api} failed: {type(error).__name__}: {error}")
 
@@ -119,25 +137,52 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return _answer(context, self.metrics, "HandleReloadConfigRequest", work)
 
 
+class GenerationService:
+    """genpipe.serving.GenerationService: GenerateStream, outside request batching."""
+
+    def __init__(self, manager: ModelManager, metrics: ServingMetrics):
+        self.manager = manager
+        self.metrics = metrics
+
+    def GenerateStream(self, request, context):  # noqa: N802
+        deadline = request_deadline(context)
+
+        def work(record: core.RequestRecord):
+            return generate_stream(self.manager, request, record, deadline, context.is_active)
+
+        yield from _stream(context, self.metrics, "GenerateStream", work)
+
+
+def _deny(request: Any, context: grpc.ServicerContext) -> Any:
+    context.abort(
+        grpc.StatusCode.UNAUTHENTICATED,
+        "missing or wrong bearer token: send metadata 'authorization: Bearer <token>'",
+    )
+
+
+# A denial of the same kind as the method it answers, so that streaming calls get it as well.
+_DENIALS = {
+    (False, False): grpc.unary_unary_rpc_method_handler(_deny),
+    (False, True): grpc.unary_stream_rpc_method_handler(_deny),
+    (True, False): grpc.stream_unary_rpc_method_handler(_deny),
+    (True, True): grpc.stream_stream_rpc_method_handler(_deny),
+}
+
+
 class BearerTokenInterceptor(grpc.ServerInterceptor):
     """Rejects calls without ``authorization: Bearer <token>`` metadata (UNAUTHENTICATED)."""
 
     def __init__(self, token: str):
         self._token = token
 
-        def deny(request: Any, context: grpc.ServicerContext) -> Any:
-            context.abort(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "missing or wrong bearer token: send metadata 'authorization: Bearer <token>'",
-            )
-
-        self._deny = grpc.unary_unary_rpc_method_handler(deny)
-
     def intercept_service(self, continuation, handler_call_details):
         metadata = dict(handler_call_details.invocation_metadata or ())
+        handler = continuation(handler_call_details)  # a lookup: nothing runs yet
         if bearer_matches(metadata.get("authorization"), self._token):
-            return continuation(handler_call_details)
-        return self._deny
+            return handler
+        if handler is None:  # an unknown method: still no answer without the token
+            return _DENIALS[False, False]
+        return _DENIALS[handler.request_streaming, handler.response_streaming]
 
 
 def build_grpc_server(
@@ -176,6 +221,7 @@ def build_grpc_server(
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelService(manager, metrics), server
     )
+    add_generation_service(server, GenerationService(manager, metrics).GenerateStream)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if tls is None:
         bound = server.add_insecure_port(address)

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from contracts import text_lm
 from serving.errors import ServingError
 from serving.manager import AVAILABLE, ModelManager, State
 from serving.predict import RequestRecord
@@ -32,8 +33,11 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 # TF Serving's latency buckets: 10 us growing by 1.8x, 33 of them (about 20 minutes).
 TF_LATENCY_BUCKETS_US = tuple(10 * 1.8**i for i in range(33))
-# Tokens generated: the sum of this output of a signature with this key (text_lm's generate).
-TOKENS_SIGNATURE, TOKENS_OUTPUT = "generate", "num_tokens"
+# Tokens generated: the sum of this output of text_lm's generate, and one per non-empty word of
+# its word-by-word signatures (a call's word is empty unless it belongs to the continuation).
+TOKENS_SIGNATURE, TOKENS_OUTPUT = text_lm.GENERATE.name, text_lm.GENERATE.output("num_tokens").name
+WORD_SIGNATURES = (text_lm.GENERATE_START.name, text_lm.GENERATE_STEP.name)
+WORD_OUTPUT = text_lm.GENERATE_STEP.output("word").name
 # gRPC APIs TF Serving counts in :tensorflow:serving:request_count (REST counts every request).
 TF_COUNTED_GRPC_APIS = frozenset({"Predict", "Classify", "Regress"})
 ENTRYPOINTS = {"grpc": "GRPC", "rest": "REST"}
@@ -195,7 +199,8 @@ class ServingMetrics:
         )
         self.tokens = Counter(
             "genpipe_serving_generated_tokens",
-            f"Tokens generated: the sum of the {TOKENS_OUTPUT} output of {TOKENS_SIGNATURE}",
+            f"Tokens generated: the sum of the {TOKENS_OUTPUT} output of {TOKENS_SIGNATURE}, "
+            f"plus the non-empty {WORD_OUTPUT} outputs of {', '.join(WORD_SIGNATURES)}",
             RUN_LABELS,
             registry=self.registry,
         )
@@ -227,6 +232,9 @@ class ServingMetrics:
             yield record
         except ServingError as error:
             status = error.code.name
+            raise
+        except GeneratorExit:  # a response stream the client left
+            status = grpc.StatusCode.CANCELLED.name
             raise
         except Exception:
             status = grpc.StatusCode.INTERNAL.name
@@ -269,6 +277,8 @@ class ServingMetrics:
         self.tf.runtime_latency.observe((servable.name, "Predict", TF_RUNTIME), seconds * 1e6)
         if signature == TOKENS_SIGNATURE and TOKENS_OUTPUT in outputs:
             self.tokens.labels(*labels).inc(float(np.sum(outputs[TOKENS_OUTPUT])))
+        elif signature in WORD_SIGNATURES and WORD_OUTPUT in outputs:
+            self.tokens.labels(*labels).inc(sum(1 for word in outputs[WORD_OUTPUT].flat if word))
 
     def render(self) -> tuple[bytes, str]:
         """The exposition page and its content type."""

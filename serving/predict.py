@@ -19,10 +19,18 @@ from tensorflow_serving.apis import (
     predict_pb2,
 )
 
+from serving import request_limits
 from serving.errors import ServingError, from_tf_error, invalid_argument
 from serving.manager import ModelManager
 from serving.servable import DEFAULT_SIGNATURE, Servable, SignatureDef
-from serving.tensors import dtype_enum, dtype_name, to_ndarray, to_tensor_proto
+from serving.tensors import (
+    TensorProto,
+    decoded_bytes,
+    dtype_enum,
+    dtype_name,
+    to_ndarray,
+    to_tensor_proto,
+)
 
 if TYPE_CHECKING:  # serving.batching imports this module
     from serving.batching import BatchScheduler
@@ -177,6 +185,29 @@ def run_signature(
         raise from_tf_error(error) from error
 
 
+def request_arrays(
+    servable: Servable, signature_name: str, tensors: Mapping[str, TensorProto]
+) -> dict[str, np.ndarray]:
+    """A request's input tensors as numpy, once their names, dtypes and shapes match the
+    signature (checked before decoding, as TF Serving does) and their declared sizes are
+    within the server's `request_limits` and the export's batch limit."""
+    signature = servable.signature(signature_name)
+    where = _describe(signature_name, servable)
+    check_input_names(signature, list(tensors), where)
+    limits = request_limits.current()
+    shapes, sizes = {}, {}
+    for name, proto in tensors.items():
+        check_input_dtype(signature, name, proto.dtype, where)
+        shapes[name] = [d.size for d in proto.tensor_shape.dim]
+        check_input_shape(signature, name, shapes[name], where)
+        sizes[name] = decoded_bytes(proto, name, limits)
+    request_limits.check_request_bytes(sizes, limits)
+    request_limits.check_batch(servable, shapes, limits)
+    inputs = {name: to_ndarray(proto, name) for name, proto in tensors.items()}
+    request_limits.check_images(servable, signature_name, inputs)
+    return inputs
+
+
 def predict(
     manager: ModelManager,
     request: predict_pb2.PredictRequest,
@@ -192,14 +223,7 @@ def predict(
     record.model, record.signature = spec.name, signature_name
     with manager.servable(spec.name, spec.version, spec.label) as servable:
         record.version = str(servable.version)
-        signature = servable.signature(signature_name)
-        where = _describe(signature_name, servable)
-        check_input_names(signature, list(request.inputs), where)
-        inputs = {}
-        for name, proto in request.inputs.items():
-            check_input_dtype(signature, name, proto.dtype, where)
-            check_input_shape(signature, name, [d.size for d in proto.tensor_shape.dim], where)
-            inputs[name] = to_ndarray(proto, name)
+        inputs = request_arrays(servable, signature_name, request.inputs)
         outputs = run_signature(
             servable, signature_name, inputs, list(request.output_filter), deadline, batching
         )

@@ -28,7 +28,7 @@ from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from serving import predict as core
-from serving import rest_json
+from serving import request_limits, rest_json
 from serving.batching import BatchScheduler
 from serving.errors import ServingError, http_status, invalid_argument
 from serving.manager import ModelManager
@@ -127,7 +127,11 @@ class RestApi:
                         f"Signatures: {servable.signature_names}"
                     )
                 infos = servable.signature_defs[signature_name].inputs
-                inputs, fmt = rest_json.inputs_from_document(document, infos)
+                limits = request_limits.current()
+                inputs, fmt = rest_json.inputs_from_document(document, infos, limits)
+                shapes = {name: array.shape for name, array in inputs.items()}
+                request_limits.check_batch(servable, shapes, limits)
+                request_limits.check_images(servable, signature_name, inputs)
                 outputs = core.run_signature(
                     servable, signature_name, inputs, deadline=deadline, batching=self.batching
                 )

@@ -21,7 +21,9 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
+from serving import request_limits
 from serving.errors import invalid_argument
+from serving.request_limits import RequestLimits
 from serving.tensors import dtype_name
 
 ROW, COLUMNAR = "row", "columnar"
@@ -49,6 +51,12 @@ def parse_body(body: bytes) -> dict[str, Any]:
         document = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise invalid_argument(f"JSON Parse error: {error}") from error
+    except RecursionError as error:
+        raise invalid_argument(
+            "JSON Parse error: lists or objects nested too deeply (tensors have at most "
+            f"{request_limits.current().max_tensor_rank} dimensions: genpipe serve "
+            "--max_tensor_rank)"
+        ) from error
     if not isinstance(document, dict):
         raise invalid_argument(
             f"JSON Value: {_short(document)} Is not object: the body must be a JSON object with "
@@ -76,8 +84,8 @@ def _is_b64(value: Any) -> bool:
 # -- JSON -> numpy -----------------------------------------------------------------------------
 
 
-def _dense_leaves(value: Any, name: str) -> tuple[tuple[int, ...], list[Any]]:
-    """Shape and leaves of a nested list that must be rectangular."""
+def _probe_shape(value: Any) -> list[int]:
+    """The shape a nested list declares: the lengths along its first elements."""
     shape = []
     probe = value
     while isinstance(probe, list):
@@ -85,6 +93,12 @@ def _dense_leaves(value: Any, name: str) -> tuple[tuple[int, ...], list[Any]]:
         if not probe:
             break
         probe = probe[0]
+    return shape
+
+
+def _dense_leaves(value: Any, name: str) -> tuple[tuple[int, ...], list[Any]]:
+    """Shape and leaves of a nested list that must be rectangular."""
+    shape = _probe_shape(value)
     leaves: list[Any] = []
 
     def walk(item: Any, depth: int) -> None:
@@ -168,12 +182,19 @@ def _check_range(array: np.ndarray, name: str, dtype: int) -> None:
             )
 
 
-def to_array(value: Any, dtype: int, name: str) -> np.ndarray:
-    """One JSON value (scalar or nested lists) as an array of the signature's dtype."""
+def to_array(
+    value: Any, dtype: int, name: str, limits: RequestLimits | None = None
+) -> np.ndarray:
+    """One JSON value (scalar or nested lists) as an array of the signature's dtype; its shape
+    and strings are checked against ``limits`` (default: the server's) before it is built."""
+    limits = limits or request_limits.current()
+    request_limits.check_shape(name, _probe_shape(value), limits)
     if dtype == types_pb2.DT_STRING:
         shape, leaves = _dense_leaves(value, name)
         strings = np.empty(len(leaves), dtype=object)
         strings[:] = [_string_leaf(leaf, name, dtype) for leaf in leaves]
+        for string in strings:
+            request_limits.check_string(name, len(string), limits)
         return strings.reshape(shape)
     if dtype not in _FLOATS + _INTS + (types_pb2.DT_BOOL,):
         raise invalid_argument(
@@ -202,19 +223,35 @@ def to_array(value: Any, dtype: int, name: str) -> np.ndarray:
 
 
 def inputs_from_document(
-    document: Mapping[str, Any], infos: TensorInfos
+    document: Mapping[str, Any], infos: TensorInfos, limits: RequestLimits | None = None
 ) -> tuple[dict[str, np.ndarray], str]:
-    """Numpy inputs from a row or columnar request, and which format it used."""
+    """Numpy inputs from a row or columnar request, and which format it used; every input and
+    their total size are held to ``limits`` (default: the server's)."""
     if not infos:
         raise invalid_argument("Failed to get input map for signature: it takes no inputs")
     has_rows, has_columns = "instances" in document, "inputs" in document
     if has_rows and has_columns:
         raise invalid_argument("send only one of 'instances' (row format) or 'inputs' (columnar)")
     if has_rows:
-        return _from_instances(document["instances"], infos), ROW
-    if has_columns:
-        return _from_inputs(document["inputs"], infos), COLUMNAR
-    raise invalid_argument("Missing 'inputs' or 'instances' key")
+        values, fmt = _from_instances(document["instances"], infos), ROW
+    elif has_columns:
+        values, fmt = _from_inputs(document["inputs"], infos), COLUMNAR
+    else:
+        raise invalid_argument("Missing 'inputs' or 'instances' key")
+    limits = limits or request_limits.current()
+    arrays: dict[str, np.ndarray] = {}
+    sizes: dict[str, int] = {}
+    for name, value in values.items():
+        arrays[name] = to_array(value, infos[name].dtype, name, limits)
+        sizes[name] = _decoded_bytes(arrays[name])
+        request_limits.check_request_bytes(sizes, limits)
+    return arrays, fmt
+
+
+def _decoded_bytes(array: np.ndarray) -> int:
+    if array.dtype == object:
+        return sum(len(value) for value in array.ravel())
+    return array.nbytes
 
 
 def _check_keys(keys: list[str], infos: TensorInfos, where: str) -> None:
@@ -225,7 +262,8 @@ def _check_keys(keys: list[str], infos: TensorInfos, where: str) -> None:
         raise invalid_argument(f"{where}: {'; '.join(parts)}; the signature takes {sorted(infos)}")
 
 
-def _from_instances(instances: Any, infos: TensorInfos) -> dict[str, np.ndarray]:
+def _from_instances(instances: Any, infos: TensorInfos) -> dict[str, Any]:
+    """Each input's JSON value (the examples' values, stacked as a list) from ``instances``."""
     if not isinstance(instances, list):
         raise invalid_argument("'instances' must be a list with one entry per example")
     if not instances:
@@ -240,18 +278,16 @@ def _from_instances(instances: Any, infos: TensorInfos) -> dict[str, np.ndarray]
         (name,) = infos
         if any(isinstance(x, dict) and not _is_b64(x) for x in instances):
             raise invalid_argument("instances mixes objects and plain values")
-        return {name: to_array(instances, infos[name].dtype, name)}
+        return {name: instances}
     for index, instance in enumerate(instances):
         if not isinstance(instance, dict) or _is_b64(instance):
             raise invalid_argument(f"instance {index} is not an object like instance 0")
         _check_keys(list(instance), infos, f"instance {index}")
-    return {
-        name: to_array([instance[name] for instance in instances], info.dtype, name)
-        for name, info in infos.items()
-    }
+    return {name: [instance[name] for instance in instances] for name in infos}
 
 
-def _from_inputs(inputs: Any, infos: TensorInfos) -> dict[str, np.ndarray]:
+def _from_inputs(inputs: Any, infos: TensorInfos) -> dict[str, Any]:
+    """Each input's JSON value from a columnar ``inputs``."""
     if not isinstance(inputs, dict) or _is_b64(inputs):
         if len(infos) > 1:
             raise invalid_argument(
@@ -259,9 +295,9 @@ def _from_inputs(inputs: Any, infos: TensorInfos) -> dict[str, np.ndarray]:
                 f"{sorted(infos)}: send an object keyed by input name"
             )
         (name,) = infos
-        return {name: to_array(inputs, infos[name].dtype, name)}
+        return {name: inputs}
     _check_keys(list(inputs), infos, "'inputs' object")
-    return {name: to_array(inputs[name], info.dtype, name) for name, info in infos.items()}
+    return {name: inputs[name] for name in infos}
 
 
 # -- numpy -> JSON -----------------------------------------------------------------------------

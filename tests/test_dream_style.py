@@ -51,7 +51,11 @@ def dream_module() -> deepdream.DeepDream:
 def dream_export(dream_module, tmp_path_factory) -> Path:
     export_dir = tmp_path_factory.mktemp("deepdream") / "1"
     limits = deepdream.export_deepdream(export_dir, module=dream_module)["limits"]
-    assert limits == {"max_pixels": MAX_PIXELS, "max_iterations": 50}
+    assert limits == {
+        "max_pixels": MAX_PIXELS,
+        "max_iterations": 50,
+        "max_batch_size": deepdream.contract.LIMITS["max_batch_size"],
+    }
     return export_dir
 
 

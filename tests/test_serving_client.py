@@ -145,6 +145,41 @@ def text_generate(prompt, max_tokens, temperature, top_k, top_p, seed):
     }
 
 
+def text_state(position, token, keys, values, prompt_ids, prompt_length, max_tokens):
+    """The word-by-word stand-in: the word at continuation index i is "w<i>"."""
+    index = position - prompt_length
+    inside = (index >= 0) & (index < max_tokens)
+    word = tf.where(inside, tf.strings.join(["w", tf.strings.as_string(index)]), "")
+    state = dict(position=position, token=token, keys=keys, values=values)
+    state.update(prompt_ids=prompt_ids, prompt_length=prompt_length)
+    # one position a call ([B, 1] words), whatever `steps` asks: fewer is allowed
+    return {**state, "index": index[:, None], "token_ids": token[:, None],
+            "word": word[:, None], "done": index >= max_tokens - 1}
+
+
+def text_generate_start(prompt, max_tokens, temperature, top_k, top_p, seed):
+    zeros = tf.zeros_like(max_tokens)
+    cache = tf.zeros([tf.shape(prompt)[0], 1, 1, 0, 1])
+    return text_state(zeros, zeros, cache, cache, zeros[:, None], zeros, max_tokens)
+
+
+def text_generate_step(
+    max_tokens,
+    temperature,
+    top_k,
+    top_p,
+    seed,
+    position,
+    token,
+    keys,
+    values,
+    prompt_ids,
+    prompt_length,
+    steps,
+):
+    return text_state(position + 1, token + 1, keys, values, prompt_ids, prompt_length, max_tokens)
+
+
 def text_score(text):
     num_tokens = tf.cast(tf.strings.split(text).row_lengths(), tf.int32) - 1
     log_likelihood = -tf.cast(num_tokens, tf.float32)
@@ -223,6 +258,8 @@ STAND_INS: dict[str, tuple[Contract, dict[str, Callable], dict[str, Any]]] = {
         text_lm.CONTRACT,
         {
             "generate": text_generate,
+            "generate_start": text_generate_start,
+            "generate_step": text_generate_step,
             "serving_default": lambda prompt: {
                 "probabilities": tf.nn.softmax(tf.zeros([tf.shape(prompt)[0], VOCAB]))
             },
@@ -332,6 +369,20 @@ def test_text_signatures(client):
     (score,) = client.score_text("a b c d")
     assert score.num_tokens == 3 and score.log_likelihood == -3.0
     assert score.perplexity == pytest.approx(np.e)
+
+
+@pytest.mark.parametrize("transport", ["auto", "stream", "predict"])
+def test_generate_stream(client, transport):
+    """The word-by-word stand-in says "w<i>" at continuation index i (tests/test_serving_stream.py
+    checks a real model's words against `generate`)."""
+    words = list(client.generate_stream(["a", "b"], max_tokens=[2, 3], transport=transport))
+    assert [(w.row, w.index, w.word, w.last) for w in words] == [
+        (0, 0, "w0", False),
+        (1, 0, "w0", False),
+        (0, 1, "w1", True),
+        (1, 1, "w1", False),
+        (1, 2, "w2", True),
+    ]
 
 
 def test_typed_calls_send_the_contracts_defaults(client):

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 from google.protobuf import text_format
 
+from serving import cli as serving_cli
 from serving.config import (
     ModelServerConfig,
     config_for_root,
@@ -106,8 +107,33 @@ def load_text(name: str) -> str:
     return (DEPLOY / name).read_text()
 
 
-def test_serving_config_regenerates_the_model_list(tmp_path):
+def test_serving_config_regenerates_deploy_models_config(tmp_path, monkeypatch, capsys):
+    """The command in the file's header, run on the demo's model root, rewrites the file as it
+    is (settings such as text_lm's version policy kept); a new model is added, a gone one
+    dropped."""
+    root = tmp_path / demo_serving_root()
     for name in DEMO_MODELS:
-        (tmp_path / name / "1").mkdir(parents=True)
-    regenerated = config_for_root(tmp_path, base_path="/models")
-    assert _model_list(regenerated) == _model_list(read_model_config_file(DEPLOY / "models.config"))
+        (root / name / "1").mkdir(parents=True)
+    (tmp_path / "deploy").mkdir()
+    written = tmp_path / "deploy" / "models.config"
+    written.write_text((DEPLOY / "models.config").read_text())
+    command = re.search(r"`genpipe serving-config ([^`]+)`", written.read_text()).group(1)
+    monkeypatch.chdir(tmp_path)
+    assert serving_cli.main(["serving-config", *command.split()]) == 0
+    assert written.read_text() == (DEPLOY / "models.config").read_text()
+
+    (root / "gan" / "1").rmdir()
+    (root / "new_model" / "3").mkdir(parents=True)
+    assert serving_cli.main(["serving-config", *command.split()]) == 0
+    config = read_model_config_file(written)
+    names = [m.name for m in config.model_config_list.config]
+    assert "gan" not in names and "new_model" in names
+    (text_lm,) = [m for m in config.model_config_list.config if m.name == "text_lm"]
+    assert text_lm.model_version_policy.latest.num_versions == 2
+    assert config_for_root(root, "/models").model_config_list.config[0].base_path == (
+        "/models/deepdream"
+    )
+
+    written.write_text("model_config_list { config { name: 'a/b' base_path: '/x' } }")
+    assert serving_cli.main(["serving-config", *command.split()]) == 2
+    assert "fix or remove it" in capsys.readouterr().err

@@ -151,7 +151,8 @@ def test_a_model_without_a_sidecar_is_refused_before_any_replay(tmp_path):
 def _sidecar(contract: contracts.Contract) -> dict:
     """A sidecar like an export's, with every optional signature."""
     limits = {name: 64 if value is None else value for name, value in contract.limits.items()}
-    info = {"latent_dim": 2, "image_shape": [28, 28, 1], "labels": [0, 3, 7]}
+    info = {"latent_dim": 2, "image_shape": [28, 28, 1], "labels": [0, 3, 7],
+            "cache": {"layers": 1, "heads": 2, "head_dim": 8}}
     return {"model": contract.model, "signatures": contract.signature_keys(), "limits": limits,
             "info": info}
 

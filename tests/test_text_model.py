@@ -18,11 +18,13 @@ import session_path
 import tensorflow as tf
 
 import contracts
+from contracts import text_lm
 from models.text.callbacks import SampleTextCallback
 from models.text.export import export_text_lm
+from models.text.generator import TextGenerator
 from models.text.lm import build_lm, build_unigram_lm, compile_lm
 from models.text.metrics import masked_nll, perplexity
-from models.text.sampling import TextGenerator, filter_top_k_top_p, inverse_cdf
+from models.text.samplers import filter_top_k_top_p, inverse_cdf
 from models.text.standardize import (
     PAD_ID,
     UNK_ID,
@@ -120,6 +122,47 @@ def generate(
         seed=column(seed, tf.int64),
     )
     return {name: value.numpy() for name, value in outputs.items()}
+
+
+def generate_word_by_word(
+    loaded_model, prompts, max_tokens=MAX_NEW_TOKENS, temperature=0.0, top_k=0, top_p=1.0, seed=0,
+    steps=1,
+):
+    """`generate` through `generate_start` and `generate_step` (`steps` positions a call), as a
+    streaming client runs it: (continuations, token ids per row, number of calls)."""
+    count = len(prompts)
+    settings = {
+        name: np.broadcast_to(np.asarray(value, dtype), [count])
+        for name, value, dtype in [
+            ("max_tokens", max_tokens, np.int32),
+            ("temperature", temperature, np.float32),
+            ("top_k", top_k, np.int32),
+            ("top_p", top_p, np.float32),
+            ("seed", seed, np.int64),
+        ]
+    }
+    words, ids = [[] for _ in prompts], [[] for _ in prompts]
+    start = loaded_model.signatures["generate_start"]
+    outputs = start(prompt=np.array(prompts, object), **settings)
+    calls = 1
+    while True:
+        outputs = {name: value.numpy() for name, value in outputs.items()}
+        for row in range(count):
+            for index, word, token in zip(outputs["index"][row], outputs["word"][row],
+                                          outputs["token_ids"][row], strict=True):
+                if 0 <= index < settings["max_tokens"][row]:
+                    assert index == len(words[row])  # in order, none skipped
+                    words[row].append(word.decode())
+                    ids[row].append(int(token))
+                else:
+                    assert word == b""
+        if outputs["done"].all():
+            return [" ".join(w) for w in words], ids, calls
+        state = {t.name: outputs[t.name] for t in text_lm.STATE}
+        outputs = loaded_model.signatures["generate_step"](
+            **settings, **state, steps=np.full([count], steps, np.int32)
+        )
+        calls += 1
 
 
 def reference_continuation(model, prompt_ids, count, temperature=0.0, uniforms=None):
@@ -352,7 +395,7 @@ def test_generator_rejects_a_vocabulary_off_the_convention(trained, corpus):
 
 def test_export_layout_and_limits(loaded, corpus):
     export_dir, model = loaded
-    assert set(model.signatures) == {"generate", "serving_default", "score"}
+    assert set(model.signatures) == set(contracts.contract_for("text_lm").signature_keys())
     sidecar = contracts.read_sidecar(export_dir)
     assert sidecar["model"] == "text_lm" and sidecar["signatures"] == sorted(model.signatures)
     assert sidecar["limits"]["max_new_tokens"] == MAX_NEW_TOKENS
@@ -374,6 +417,70 @@ def test_generate_outputs_and_same_seed_same_text(loaded):
     for name in first:
         np.testing.assert_array_equal(first[name], again[name])
     assert first["continuation"].tolist() != other["continuation"].tolist()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(temperature=0.0),
+        dict(temperature=1.5, seed=[3, 4, 5]),
+        dict(temperature=0.8, top_k=5, seed=11, steps=4),
+        dict(temperature=1.2, top_p=0.7, seed=[2**40, 7, 0], steps=MAX_NEW_TOKENS),
+    ],
+)
+def test_word_by_word_signatures_give_the_words_of_generate(loaded, settings):
+    _, model = loaded
+    # Prompts of different lengths and different max_tokens: the longer prompts are fed word by
+    # word through the steps while the shorter one already samples, as in `generate`'s loop.
+    prompts = ["this movie was", "the", "the film was really not very"]
+    max_tokens = [MAX_NEW_TOKENS, 4, 0 if settings.get("top_k") else 7]
+    steps = settings.pop("steps", 1)
+    expected = generate(model, prompts, max_tokens=max_tokens, **settings)
+    continuations, ids, calls = generate_word_by_word(
+        model, prompts, max_tokens=max_tokens, steps=steps, **settings
+    )
+    assert continuations == [c.decode() for c in expected["continuation"]]
+    for row, count in enumerate(max_tokens):
+        assert ids[row] == expected["token_ids"][row, :count].tolist()
+    lengths = [len(p.split()) for p in prompts]
+    # start, then `steps` positions a call from the shortest prompt's end to the last word
+    positions = max(n + k for n, k in zip(lengths, max_tokens, strict=True)) - min(lengths) - 1
+    assert calls == 1 + math.ceil(positions / steps)
+
+
+def test_word_by_word_state_refuses_what_no_call_made(loaded):
+    _, model = loaded
+    settings = dict(max_tokens=[5], temperature=[1.0], top_k=[0], top_p=[1.0], seed=[1])
+    settings = {name: np.asarray(v, dtype=t.dtype) for (name, v), t in
+                zip(settings.items(), text_lm.SETTINGS, strict=True)}
+    start = model.signatures["generate_start"](prompt=np.array([b"this movie"]), **settings)
+    state = {t.name: start[t.name].numpy() for t in text_lm.STATE}
+    assert state["keys"].shape[3] == state["position"][0] == 2
+    one = np.array([1], np.int32)
+    step = model.signatures["generate_step"](**settings, **state, steps=one)
+    assert step["position"].numpy().tolist() == [3] and step["keys"].shape[3] == 3
+    three = model.signatures["generate_step"](**settings, **state, steps=np.array([3], np.int32))
+    assert three["position"].numpy().tolist() == [5] and three["word"].shape == (1, 3)
+    # past the last word (5 after a 2-word prompt: position 6), a call stops there
+    many = model.signatures["generate_step"](**settings, **state, steps=np.array([9], np.int32))
+    assert many["position"].numpy().tolist() == [6] and many["done"].numpy().all()
+    bad_states = {
+        "keys": {"keys": state["keys"][:, :, :, :1]},
+        "values": {"values": np.zeros_like(step["keys"].numpy())},
+        "position": {"position": np.array([SEQUENCE_LENGTH - 1], np.int32)},
+        "token": {"token": np.array([10**6], np.int32)},
+        "prompt_length": {"prompt_length": np.array([0], np.int32)},
+    }
+    for name, change in bad_states.items():
+        with pytest.raises(tf.errors.InvalidArgumentError) as error:
+            model.signatures["generate_step"](**settings, **{**state, **change}, steps=one)
+        assert f"{name}: must" in error.value.message
+    too_hot = {**settings, "temperature": np.array([-1.0], np.float32)}
+    with pytest.raises(tf.errors.InvalidArgumentError, match="temperature: must be in"):
+        model.signatures["generate_step"](**too_hot, **state, steps=one)
+    for bad in ([0], [-3]):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"steps: must be one value >= 1"):
+            model.signatures["generate_step"](**settings, **state, steps=np.array(bad, np.int32))
 
 
 def test_greedy_ignores_seed_and_equals_top_k_1(loaded):

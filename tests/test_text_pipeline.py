@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import contracts
 from pipeline import cli
 from pipeline.profiles import PROFILE_NAMES, TEXT_PROFILES, get_profile
 
@@ -294,7 +295,7 @@ def test_model_beats_the_unigram_baseline_and_is_blessed(text_smoke_run):
 
 
 @pytest.mark.slow
-def test_pushed_version_is_a_servable_savedmodel_with_three_signatures(text_smoke_run):
+def test_pushed_version_is_a_servable_savedmodel_with_the_contracts_signatures(text_smoke_run):
     from session_path import load
 
     pushed = text_smoke_run.first.output("Pusher", "pushed_model").properties
@@ -306,7 +307,7 @@ def test_pushed_version_is_a_servable_savedmodel_with_three_signatures(text_smok
     assert not [name for name in os.listdir(version_dir.parent) if name.startswith(".")]
 
     loaded = load(version_dir)  # TF Serving's loading path
-    assert set(loaded.signatures) == {"generate", "serving_default", "score"}
+    assert set(loaded.signatures) == set(contracts.contract_for("text_lm").signature_keys())
     scored = loaded.signatures["score"](text=["this movie is a good film"])
     assert math.isfinite(float(scored["perplexity"][0])) and float(scored["perplexity"][0]) > 1
     generated = loaded.signatures["generate"](

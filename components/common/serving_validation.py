@@ -60,6 +60,11 @@ VALUES: dict[str, Any] = {
     "height": 48,
     "n": 3,
     "steps": 3,
+    # A `generate_step` probe continues a 3-word prompt of word id 2 (the likeliest word, after
+    # padding and [UNK]) with an all-zero key/value cache: any state of the right shapes runs.
+    "position": 3,
+    "prompt_length": 3,
+    "token": 2,
 }
 TEXTS = {"prompt": "this movie was", "text": "this movie was good"}
 PICTURES = {"image": "photo", "content": "photo", "style": "painting"}  # encoded image inputs
@@ -127,6 +132,12 @@ def _value(tensor: Tensor, sidecar: Mapping[str, Any], rng: np.random.Generator)
         return rng.standard_normal((BATCH, int(info["latent_dim"]))).astype(np.float32)
     elif tensor.dtype == "float32" and len(tensor.shape) == 4:  # images
         return _unit_images(info["image_shape"])
+    elif tensor.dtype == "float32" and len(tensor.shape) == 5:  # the text LM's key/value cache
+        cache = info["cache"]
+        shape = (BATCH, cache["layers"], cache["heads"], VALUES["position"], cache["head_dim"])
+        return np.zeros(shape, np.float32)
+    elif tensor.dtype == "int32" and len(tensor.shape) == 2:  # the text LM's prompt ids
+        return np.full((BATCH, VALUES["prompt_length"]), VALUES["token"], np.int32)
     labels = info.get("labels") or [None]
     value = {"from_label": labels[0], "to_label": labels[-1]}.get(tensor.name)
     value = VALUES.get(tensor.name, tensor.default) if value is None else value

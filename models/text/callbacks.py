@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
-from models.text.sampling import TextGenerator, cached_decoding
+from models.text.decoding import cached_decoding
+from models.text.generator import TextGenerator
 
 
 class SampleTextCallback(keras.callbacks.Callback):

@@ -1,10 +1,13 @@
-"""SavedModel export of the text LM with the `generate`, `serving_default` and `score` signatures.
+"""SavedModel export of the text LM: `generate`, `generate_start`, `generate_step`,
+`serving_default` and `score`.
 
 Signatures (every input and output has a leading batch dimension B <= max_batch_size):
 - `generate`: prompt string, max_tokens int32, temperature float32 (0 = greedy), top_k int32
   (0 = off), top_p float32 (1 = off), seed int64 -> text string (prompt + continuation),
   continuation string, token_ids int32 [B, max(max_tokens)], num_tokens int32. Decodes with a
   key/value cache in a `tf.while_loop`; the same inputs give the same outputs.
+- `generate_start`, `generate_step`: the same generation one word per call, with the decoding
+  state (the key/value cache included) as explicit tensors (`stepwise.py`).
 - `serving_default`: prompt string -> probabilities float32 [B, V] of the next word.
 - `score`: text string -> log_likelihood float32, num_tokens int32, perplexity float32.
 
@@ -29,8 +32,8 @@ import tensorflow as tf
 
 from contracts import text_lm
 from models import saved_model
-from models.text.sampling import TextGenerator
 from models.text.standardize import PAD_ID
+from models.text.stepwise import StepwiseTextGenerator
 
 VOCABULARY_FILE = "vocabulary.txt"
 
@@ -42,7 +45,7 @@ CONTEXT_POLICY = (
 )
 
 
-class TextLMExport(TextGenerator):
+class TextLMExport(StepwiseTextGenerator):
     """The generator with its vocabulary as a SavedModel asset and a `limits` function."""
 
     def __init__(self, model: keras.Model, vocabulary: list[str], vocabulary_path: str, **limits):
@@ -96,14 +99,17 @@ def export_text_lm(
         module = TextLMExport(model, vocabulary, vocabulary_path, **limits)
         signatures = {
             "generate": module.generate,
+            "generate_start": module.generate_start,
+            "generate_step": module.generate_step,
             "serving_default": module.next_token,
             "score": module.score,
         }
+        layers, heads, head_dim = module.cache_shape()
         return saved_model.save(
             module,
             export_dir,
             signatures,
             contract=text_lm.CONTRACT,
             limits=module.limit_values(),
-            info=POLICIES,
+            info={**POLICIES, "cache": {"layers": layers, "heads": heads, "head_dim": head_dim}},
         )

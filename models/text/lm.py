@@ -7,7 +7,7 @@ vocabulary logits. The book's listing reuses its translation decoder with the in
 self-attention only, with the heads splitting `embed_dim` (the book gives every head `embed_dim`).
 
 The attention is written out (query/key/value/output projections) so that the same weights serve
-two paths: `call` on a whole sequence (training, scoring), and generation (`sampling.py`), which
+two paths: `call` on a whole sequence (training, scoring), and generation (`decoding.py`), which
 takes the keys and values of the prompt from `prefill` and then extends that cache one token at a
 time with the same weight tensors.
 
