@@ -1,4 +1,4 @@
-# The genpipe pipeline image: the same lock and carriers as `make setup`, entrypoint `genpipe`.
+# The genpipe pipeline image: the runtime lock (no test/lint tools) and the carriers of setup.
 # Kubeflow runs this image for every component; TFX references run_fn/preprocessing_fn by dotted
 # path into the installed package, so no module file is copied at run time.
 FROM python:3.10-slim

@@ -4,17 +4,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 # Inputs whose change means the environment must be refreshed.
-SETUP_INPUTS := requirements/lock.txt requirements/carriers.txt pyproject.toml scripts/setup.sh scripts/setup_extras.sh
+SETUP_INPUTS := requirements/lock.txt requirements/dev-lock.txt requirements/carriers.txt pyproject.toml scripts/setup.sh scripts/setup_extras.sh
 STAMP := $(VENV)/.genpipe-setup
 
-.PHONY: help setup lock test demo bench lint clean
+.PHONY: help setup lock test demo bench lint image clean
 help:
 	@echo "make demo   set up, then train/export every model on the demo profile, serve, write out/"
 	@echo "make test   set up, then run the test suite"
 	@echo "make setup  create .venv (Python 3.10) from the lock; idempotent"
-	@echo "make lock   re-resolve requirements/lock.txt from requirements/base.in with uv"
+	@echo "make lock   re-resolve pyproject.toml's dependencies into requirements/*lock.txt (uv)"
 	@echo "make bench  run the benchmarks (numbers in docs/benchmarks.md)"
 	@echo "make lint   ruff"
+	@echo "make image  docker build the pipeline image as genpipe:<git commit> (IMAGE=... to rename)"
 
 setup: $(STAMP)
 
@@ -22,9 +23,12 @@ $(STAMP): $(SETUP_INPUTS)
 	@UV_VERSION=$(UV_VERSION) bash scripts/setup.sh
 	@touch $(STAMP)
 
+# lock.txt: the runtime (the image); dev-lock.txt: runtime + the `dev` extra, held to lock.txt's pins.
+UV_COMPILE := $(BIN)/uv pip compile pyproject.toml --python-version 3.10 \
+  --python-platform x86_64-unknown-linux-gnu
 lock: $(STAMP)
-	$(BIN)/uv pip compile requirements/base.in -o requirements/lock.txt \
-	  --python-version 3.10 --python-platform x86_64-unknown-linux-gnu
+	$(UV_COMPILE) -o requirements/lock.txt
+	$(UV_COMPILE) --extra dev -c requirements/lock.txt -o requirements/dev-lock.txt
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -38,6 +42,15 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# The image Kubeflow runs for every component (docs/kubeflow.md); pass the printed tag to
+# `genpipe run MODEL --compile-only FILE.yaml --image TAG` after pushing it to a registry.
+IMAGE ?= genpipe:$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+image:
+	@command -v docker >/dev/null 2>&1 || { echo "make image: docker is not installed (or not on PATH); install Docker to build $(IMAGE)" >&2; exit 1; }
+	@docker info >/dev/null 2>&1 || { echo "make image: no Docker engine answers (docker info failed); start it to build $(IMAGE)" >&2; exit 1; }
+	docker build -t $(IMAGE) .
+	@echo "built $(IMAGE); push it (docker tag/push) and compile with --image <registry>/$(IMAGE)"
 
 clean:
 	rm -rf out runs .pytest_cache

@@ -5,8 +5,8 @@ so the version folder is visible while half written, and a re-run of the same mo
 duplicate version. `AtomicPusher` (TFX's Pusher with the executor below):
 - copies into a hidden staging folder `<base>/.<version>.partial` (saved_model.pb last) and
   renames it to `<base>/<version>` in one step, so a server polling `<base>` sees either no
-  version or a complete one (on local filesystems; object stores have no atomic rename and get
-  TFX's copy with saved_model.pb last);
+  version or a complete one (on local filesystems; other schemes get TFX's copy with
+  saved_model.pb last, see `publish_version`); every file call goes through `fileio`;
 - does not push a model whose files equal the latest pushed version's; the output artifact then
   records that version (`pushed_version`) and `reused_version=1`;
 - with an `infra_blessing` from `ServingValidator`, pushes only when it is blessed too, and puts
@@ -38,7 +38,7 @@ SAVED_MODEL_FILE = "saved_model.pb"
 
 def is_local(path: str) -> bool:
     """Whether `path` is on the local filesystem (where a folder rename is atomic)."""
-    return "://" not in path
+    return "://" not in path or path.startswith("file://")
 
 
 def version_files(model_dir: str, warmup_file: str | None = None) -> dict[str, str]:
@@ -56,7 +56,12 @@ def copy_files(files: Mapping[str, str], destination: str) -> None:
 
 
 def publish_version(files: Mapping[str, str], version_dir: str) -> None:
-    """Makes `version_dir` appear complete: staged beside it, then renamed (local paths)."""
+    """Makes `version_dir` appear complete: staged beside it, then renamed (local paths).
+
+    Other schemes copy into `version_dir` directly, saved_model.pb last: object stores (gs://,
+    s3://) have no folder rename (gfile renames a folder object by object, copy then delete, in
+    listing order), and ram:// renames only the folder's own entry, not what it holds.
+    """
     if not is_local(version_dir):
         copy_files(files, version_dir)
         return
@@ -65,7 +70,7 @@ def publish_version(files: Mapping[str, str], version_dir: str) -> None:
     if fileio.exists(staging):
         fileio.rmtree(staging)
     copy_files(files, staging)
-    os.rename(staging, version_dir)
+    fileio.rename(staging, version_dir)  # rename(2): atomic on one local filesystem
 
 
 def latest_version(base_dir: str) -> str | None:

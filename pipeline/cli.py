@@ -61,7 +61,7 @@ def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
     found = []
     for module in (
         "pipeline.run_cli", "serving.cli", "client.cli", "pipeline.status_cli",
-        "pipeline.schedule_cli",
+        "pipeline.schedule_cli", "pipeline.promotion_cli", "pipeline.kubeflow_cli",
     ):
         try:
             found.append(importlib.import_module(module).register)

@@ -72,12 +72,13 @@ def create_fast_style_pipeline(
     model_name: str,
     profile: FastStyleProfile,
     style: str = DEFAULT_STYLE,
-    source: str = "offline",
+    source: Any = "offline",
     metadata_connection_config: Any = None,
     beam_pipeline_args: Sequence[str] = (),
     enable_cache: bool = True,
 ) -> Any:
-    """Content crops -> Trainer of the transformer net for `style` -> validate -> push."""
+    """Content crops -> Trainer of the transformer net for `style` -> validate -> push
+    (`source` may be a RuntimeParameter)."""
     from tfx import v1 as tfx
 
     from components.fast_style.photos import ContentPhotoGen
@@ -153,7 +154,7 @@ def build_fast_style_pipeline(options: RunOptions, *, for_local_run: bool = True
         model_name=model_name,
         profile=profile,
         style=style,
-        source=source,
+        **stages.knobs(for_local_run, source=source),
         metadata_connection_config=layout.metadata_config() if for_local_run else None,
         beam_pipeline_args=options.beam_pipeline_args,
         enable_cache=options.enable_cache,

@@ -46,20 +46,28 @@ def create_pipeline(
     pipeline_root: str,
     serving_dir: str,
     profile: VaeProfile | GanProfile,
-    dataset: str = "mnist",
+    dataset: Any = "mnist",
+    max_images: Any = None,
+    baseline_metadata: Any = None,
     metadata_connection_config: Any = None,
     beam_pipeline_args: Sequence[str] = (),
     enable_cache: bool = True,
 ) -> Any:
-    """The TFX pipeline of `model` for `profile` (no side effects; returns a tfx Pipeline)."""
+    """The TFX pipeline of `model` for `profile` (no side effects; returns a tfx Pipeline).
+
+    `dataset` and `max_images` (default: the profile's) may be RuntimeParameters; the image
+    shape is the compile-time dataset's. `baseline_metadata` is
+    `stages.latest_blessed_model`'s `metadata`.
+    """
     from tfx import v1 as tfx
 
     from components.images import evaluate
     from components.images.example_gen import ImageExampleGen
 
-    shape = image_shape(dataset, profile.folder_shape())
-    example_gen = ImageExampleGen(dataset=dataset, image_shape=shape,
-                                  max_images=profile.max_images)
+    shape = image_shape(stages.compile_time_value(dataset), profile.folder_shape())
+    if max_images is None:
+        max_images = profile.max_images
+    example_gen = ImageExampleGen(dataset=dataset, image_shape=shape, max_images=max_images)
     validation = stages.data_validation(example_gen.outputs["examples"])
     height, width, channels = shape
     transform = tfx.components.Transform(
@@ -72,12 +80,12 @@ def create_pipeline(
     )
     transform.add_upstream_node(validation[-1])  # only data that passed the anomaly gate
     trainer = stages.trainer(model.run_fn, transform, profile.trainer_config())
-    latest_blessed = stages.latest_blessed_model()
+    latest_blessed, baseline = stages.latest_blessed_model(pipeline_name, baseline_metadata)
     evaluator = getattr(evaluate, model.evaluator)(
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         model=trainer.outputs["model"],
-        baseline_blessing=latest_blessed.outputs["model_blessing"],
+        baseline_blessing=baseline,
         **profile.evaluator_parameters(),
     )
     validate_and_push = stages.validate_and_push(
@@ -113,7 +121,8 @@ def build_pipeline(
         pipeline_root=layout.pipeline_root(name),
         serving_dir=layout.serving_dir(model.name),
         profile=profile,
-        dataset=dataset,
+        **stages.knobs(for_local_run, dataset=dataset, max_images=profile.max_images),
+        baseline_metadata=stages.baseline_metadata(for_local_run),
         metadata_connection_config=layout.metadata_config() if for_local_run else None,
         beam_pipeline_args=options.beam_pipeline_args,
         enable_cache=options.enable_cache,

@@ -1,4 +1,5 @@
-"""`genpipe run MODEL`: run a model's pipeline locally, or compile it for Kubeflow Pipelines V2.
+"""`genpipe run MODEL`: run a model's pipeline locally, or compile it for Kubeflow Pipelines
+(`pipeline.kubeflow`).
 
 Each model registers a `Target` in `TARGETS`: a module with `build_pipeline(options,
 for_local_run=...)` returning its tfx Pipeline, and `summarize(summary) -> list[str]` for the
@@ -12,9 +13,10 @@ import dataclasses
 import importlib
 import sys
 import warnings
+from typing import Any
 
 from pipeline.profiles import PROFILE_NAMES
-from pipeline.runner import DEFAULT_IMAGE, RunOptions
+from pipeline.runner import RunOptions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,10 +96,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default: starry_night)")
     parser.add_argument("--no-cache", action="store_true",
                         help="re-run every component instead of reusing cached results")
-    parser.add_argument("--compile-only", metavar="FILE.json",
-                        help="write the Kubeflow Pipelines V2 JSON to FILE.json instead of running")
-    parser.add_argument("--image", default=DEFAULT_IMAGE,
-                        help=f"container image for --compile-only (default: {DEFAULT_IMAGE})")
+    parser.add_argument("--compile-only", metavar="FILE.yaml",
+                        help="write the Kubeflow pipeline spec instead of running: FILE.yaml "
+                        "(the PipelineSpec, for Kubeflow and Vertex) or FILE.json (TFX's "
+                        "PipelineJob, Vertex); --root may then be gs://...")
+    parser.add_argument("--image", help="with --compile-only (required): the container image "
+                        "of every component, e.g. what `make image` built, pushed to a registry")
+    parser.add_argument("--accelerator", metavar="TYPE[:COUNT]",
+                        help="with --compile-only: accelerators for the Trainer, e.g. "
+                        "nvidia.com/gpu:1 (Kubeflow) or NVIDIA_TESLA_T4:1 (Vertex)")
     parser.set_defaults(handler=run_command)
 
 
@@ -112,6 +119,29 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
+def _compile_options(args: argparse.Namespace) -> Any:
+    """The Trainers' accelerator (or None), after checking the compile options."""
+    if args.compile_only is None:
+        if args.image or args.accelerator:
+            raise ValueError("--image and --accelerator apply only with --compile-only")
+        return None
+    from pipeline import kubeflow
+
+    kubeflow.check_spec_path(args.compile_only)
+    kubeflow.check_image(args.image)
+    return kubeflow.Accelerator.parse(args.accelerator) if args.accelerator else None
+
+
+def _compile(pipeline: Any, args: argparse.Namespace, accelerator: Any) -> int:
+    from pipeline import kubeflow
+
+    spec = kubeflow.compile_pipeline(pipeline, args.compile_only, args.image, accelerator)
+    inputs = spec["root"].get("inputDefinitions", {}).get("parameters", {})
+    print(f"genpipe run: wrote the Kubeflow pipeline spec {args.compile_only} (image "
+          f"{args.image}; runtime parameters: {', '.join(sorted(inputs)) or 'none'})")
+    return 0
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Validates the arguments, then runs or compiles the pipeline; returns the exit code."""
     if args.model is None:
@@ -123,23 +153,25 @@ def run_command(args: argparse.Namespace) -> int:
     extras = {name: getattr(args, name, None) for name in TARGETS[args.model].extra_options}
     if getattr(args, "style", None) is not None and "style" not in extras:
         return _fail(f"--style applies only to fast-style, not to {args.model!r}")
+    local = args.compile_only is None
+    try:
+        accelerator = _compile_options(args)
+    except ValueError as error:
+        return _fail(str(error))
     _quiet_libraries()
     target = importlib.import_module(TARGETS[args.model].module)
     options = RunOptions(
         profile=args.profile, root=args.root, source=args.source, enable_cache=not args.no_cache
     )
-    local = args.compile_only is None
     try:
         pipeline = target.build_pipeline(options, for_local_run=local, **extras)
+        if not local:
+            return _compile(pipeline, args, accelerator)
     except ValueError as error:
         return _fail(str(error))
 
     from pipeline import runner
 
-    if not local:
-        path = runner.compile_kubeflow(pipeline, args.compile_only, image=args.image)
-        print(f"genpipe run: wrote the Kubeflow V2 pipeline spec {path} (image {args.image})")
-        return 0
     try:
         summary = runner.run_local(pipeline)
     except Exception as error:  # noqa: BLE001 (report any component failure, then exit non-zero)
@@ -148,4 +180,16 @@ def run_command(args: argparse.Namespace) -> int:
     print(f"genpipe run: {summary.pipeline_name} finished in {summary.seconds:.0f} s")
     for line in target.summarize(summary):
         print(f"  {line}")
-    return 0
+    return _canary(args.root, summary)
+
+
+def _canary(root: str, summary: Any) -> int:
+    """With a serving target for the root, the version just pushed becomes the canary
+    (`pipeline.promotion`); exit 1 when the server does not take it."""
+    from pipeline.promotion import canary_after_run
+
+    try:
+        outcome = canary_after_run(root, summary, say=lambda line: print(f"  {line}"))
+    except ValueError as error:
+        return _fail(f"canary: {error}", EXIT_FAILED)
+    return EXIT_FAILED if outcome is not None and not outcome.ok else 0

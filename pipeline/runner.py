@@ -1,5 +1,5 @@
 """Running pipelines: the layout under `--root`, LocalDagRunner with progress lines, a run
-summary read back from ML Metadata, and the Kubeflow V2 compile path.
+summary read back from ML Metadata (the Kubeflow compile path: `pipeline.kubeflow`).
 
 Layout of a root folder (shared by every model's pipeline):
     <root>/metadata.sqlite              ML Metadata store (sqlite)
@@ -14,13 +14,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
 DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
-DEFAULT_IMAGE = "genpipe:latest"
+URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,8 +44,17 @@ class RootLayout:
     @classmethod
     def for_run(cls, root: str, for_local_run: bool) -> RootLayout:
         """The layout of a run: local runs use the absolute root, so the artifact URIs recorded
-        in ML Metadata (and with them the cache) work from any working directory."""
-        return cls(os.path.abspath(root) if for_local_run else root)
+        in ML Metadata (and with them the cache) work from any working directory; they refuse
+        a URL root (`gs://...`), which would become a local folder. Compiled specs keep it."""
+        if not for_local_run:
+            return cls(root)
+        scheme = URL_SCHEME.match(root)
+        if scheme:
+            raise ValueError(
+                f"--root {root!r} is a {scheme.group(0)} URL, and a local run writes only to a "
+                "local folder; give a folder path, or compile for Kubeflow with --compile-only "
+                "FILE.yaml --image IMAGE (see docs/kubeflow.md)")
+        return cls(os.path.abspath(root))
 
     @property
     def metadata_path(self) -> str:
@@ -240,17 +250,3 @@ def run_local(pipeline: Any, out: TextIO | None = None) -> RunSummary:
     return dataclasses.replace(
         summary, components=components, seconds=time.monotonic() - progress.started
     )
-
-
-def compile_kubeflow(pipeline: Any, output_file: str, image: str = DEFAULT_IMAGE) -> str:
-    """Writes the Kubeflow Pipelines V2 (Vertex) JSON of `pipeline`; returns its path."""
-    from tfx import v1 as tfx
-
-    output_dir, filename = os.path.split(os.path.abspath(output_file))
-    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
-        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
-        output_dir=output_dir,
-        output_filename=filename,
-    )
-    runner.run(pipeline, write_out=True)
-    return os.path.join(output_dir, filename)

@@ -28,6 +28,7 @@ from pathlib import Path
 import portalocker
 from croniter import CroniterError, croniter
 
+from pipeline.files import write_atomically
 from pipeline.profiles import PROFILE_NAMES
 from pipeline.run_cli import TARGETS
 
@@ -192,24 +193,6 @@ class Record:
     detail: str = ""
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    # Hand-written: portalocker.open_atomic refuses to replace an existing file, and this
-    # must replace entries.json; a temp file in the same folder + os.replace is atomic.
-    # Callers hold Schedules.guard, so one temp name per process is enough.
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # umask applies
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-
-
 class RunLock:
     """The OS lock (flock) that marks a run of an entry in progress.
 
@@ -304,7 +287,7 @@ class Schedules:
 
     def _write(self, entries: Sequence[Entry]) -> None:
         data = {"entries": [dataclasses.asdict(entry) for entry in entries]}
-        _write_atomically(self.entries_path, json.dumps(data, indent=2) + "\n")
+        write_atomically(self.entries_path, json.dumps(data, indent=2) + "\n")
 
     def add(self, entry: Entry) -> Entry:
         """Validates and stores a new entry (its `created` time set now); returns it."""

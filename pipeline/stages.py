@@ -12,6 +12,8 @@ if TYPE_CHECKING:
     from pipeline.runner import RunSummary
 
 SERVING_VALIDATOR, PUSHER = "ServingValidator", "Pusher"  # component ids the summaries read
+LAST_BLESSED = "LastBlessedModel"  # component id of the compiled last-blessed lookup
+KUBEFLOW_METADATA = "grpc://metadata-grpc-service.kubeflow:8080"  # open-source KFP's MLMD
 
 
 def data_validation(examples: Any) -> list[Any]:
@@ -49,15 +51,55 @@ def trainer(run_fn: str, transform: Any, custom_config: dict[str, Any]) -> Any:
     )
 
 
-def latest_blessed_model() -> Any:
-    """The resolver that hands evaluators the last blessed model of this pipeline."""
+def latest_blessed_model(pipeline_name: str, metadata: Any = None) -> tuple[Any, Any]:
+    """(node, ModelBlessing channel) handing evaluators the last blessed model of this pipeline.
+
+    With `metadata` None (LocalDagRunner): TFX's LatestBlessedModelStrategy resolver. Otherwise
+    (compiled for Kubeflow, whose open-source backend runs no resolver): the `LastBlessedModel`
+    container component asking the ML Metadata store at `metadata` (an address or a
+    RuntimeParameter; `components.common.last_blessed`).
+    """
     from tfx import v1 as tfx
 
-    return tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    if metadata is None:
+        resolver = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        ).with_id("latest_blessed_model_resolver")
+        return resolver, resolver.outputs["model_blessing"]
+    from components.common.last_blessed import LastBlessedModel
+
+    lookup = LastBlessedModel(pipeline_name=pipeline_name, metadata=metadata).with_id(LAST_BLESSED)
+    return lookup, lookup.outputs["blessing"]
+
+
+def knobs(for_local_run: bool, **values: Any) -> dict[str, Any]:
+    """The settings a scheduled Kubeflow run may change (data location, sizes): the values
+    themselves for a local run; for a compiled spec, TFX RuntimeParameters of the same names
+    defaulting to them (the spec's root inputs)."""
+    if for_local_run:
+        return values
+    from tfx import v1 as tfx
+
+    return {name: tfx.dsl.experimental.RuntimeParameter(name=name, ptype=type(value),
+                                                        default=value)
+            for name, value in values.items()}
+
+
+def compile_time_value(value: Any) -> Any:
+    """`value`, or a RuntimeParameter's default (what the pipeline is compiled for)."""
+    from tfx import v1 as tfx
+
+    return value.default if isinstance(value, tfx.dsl.experimental.RuntimeParameter) else value
+
+
+def baseline_metadata(for_local_run: bool) -> Any:
+    """What `latest_blessed_model` looks in: None (the resolver) for a local run, else the
+    runtime parameter `last_blessed_metadata` (default: Kubeflow's metadata-grpc-service)."""
+    if for_local_run:
+        return None
+    return knobs(False, last_blessed_metadata=KUBEFLOW_METADATA)["last_blessed_metadata"]
 
 
 def validate_and_push(

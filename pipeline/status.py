@@ -49,6 +49,7 @@ class VersionStatus:
     model_uri: str = ""
     trained_on: str = ""
     serving_check: str = ""  # the ServingValidator's message (TF Serving's loading path)
+    labels: list[str] = dataclasses.field(default_factory=list)  # in the kept models.config
 
     @property
     def live(self) -> bool:
@@ -181,7 +182,9 @@ def ask_server(models: list[ModelVersions], server: str, **client_options: Any) 
 def model_status(
     root: str, server: str | None = None, **client_options: Any
 ) -> list[VersionStatus]:
-    """Versions of every model under `<root>/serving`, joined with what MLMD and a server know."""
+    """Versions of every model under `<root>/serving`, joined with what MLMD and a server know,
+    and the version labels of the root's kept models.config (`pipeline.promotion`)."""
+    from pipeline.promotion import kept_labels
     from serving.status import model_versions
 
     by_key: dict[tuple[str, int], VersionStatus] = {}
@@ -198,4 +201,8 @@ def model_status(
             status.partial = version in model.partial
             status.server_state = model.states.get(version, "")
             status.server_error = model.errors.get(version, model.server_error or "")
+    for model_name, labels in kept_labels(root).items():
+        for label, version in sorted(labels.items()):
+            status = by_key.setdefault((model_name, version), VersionStatus(model_name, version))
+            status.labels.append(label)
     return sorted(by_key.values(), key=lambda s: (s.model, -s.version))

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
+
+MOVES_SHOWN = 10  # the latest label moves printed under the table
+REASON_CHARS = 80  # of a refused move's reason (the `genpipe.LabelMove` record has it all)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,12 +39,21 @@ def _state(status) -> str:
     return "on disk" if status.on_disk else "deleted"
 
 
+def _short(text: str) -> str:
+    return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 3] + "..."
+
+
 def status_command(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
+    from pipeline.promotion import label_moves
     from pipeline.status import model_status
 
-    statuses = model_status(args.root, args.server, timeout=args.timeout)
+    try:
+        statuses = model_status(args.root, args.server, timeout=args.timeout)
+    except ValueError as error:  # a bad serving target or kept models.config
+        print(f"genpipe status: {error}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps([{**dataclasses.asdict(s), "live": s.live} for s in statuses], indent=2))
         return 0
@@ -52,6 +65,7 @@ def status_command(args: argparse.Namespace) -> int:
             s.model,
             s.version,
             _state(s),
+            ", ".join(s.labels),
             s.pushed_at,
             s.pipeline,
             ", ".join(f"{k}={v:.4g}" for k, v in sorted(s.metrics.items())),
@@ -67,6 +81,7 @@ def status_command(args: argparse.Namespace) -> int:
                 "model",
                 "version",
                 "state",
+                "labels",
                 "pushed (UTC)",
                 "pipeline",
                 "metrics",
@@ -75,6 +90,17 @@ def status_command(args: argparse.Namespace) -> int:
             ],
         )
     )
+    moves = label_moves(args.root)[-MOVES_SHOWN:]
+    if moves:
+        print("\nlabel moves (latest last; `genpipe canary|promote|rollback`):")
+        rows = [
+            [m.at, m.user, m.model, m.action, m.label,
+             f"{'none' if m.from_version is None else m.from_version} -> {m.to_version}",
+             "moved" if m.moved else "refused: " + _short(m.message.split(": ", 1)[-1])]
+            for m in moves
+        ]
+        print(tabulate(rows, headers=["when (UTC)", "who", "model", "action", "label",
+                                      "from -> to", "outcome"]))
     if args.server is None:
         print("\n(pass --server host:port to see which versions a model server has live)")
     return 0

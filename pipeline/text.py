@@ -45,18 +45,26 @@ def create_pipeline(
     pipeline_root: str,
     serving_dir: str,
     profile: TextProfile,
-    source: str = "offline",
+    source: Any = "offline",
+    max_documents: Any = None,
+    baseline_metadata: Any = None,
     metadata_connection_config: Any = None,
     beam_pipeline_args: Sequence[str] = (),
     enable_cache: bool = True,
 ) -> Any:
-    """The TFX pipeline of the text LM for `profile` (no side effects; returns a tfx Pipeline)."""
+    """The TFX pipeline of the text LM for `profile` (no side effects; returns a tfx Pipeline).
+
+    `source` and `max_documents` (default: the profile's) may be RuntimeParameters;
+    `baseline_metadata` is `stages.latest_blessed_model`'s `metadata`.
+    """
     from tfx import v1 as tfx
 
     from components.text.evaluate import TextLmEvaluator
     from components.text.example_gen import TextExampleGen
 
-    example_gen = TextExampleGen(source=source, max_documents=profile.max_documents)
+    if max_documents is None:
+        max_documents = profile.max_documents
+    example_gen = TextExampleGen(source=source, max_documents=max_documents)
     validation = stages.data_validation(example_gen.outputs["examples"])
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
@@ -68,12 +76,12 @@ def create_pipeline(
     )
     transform.add_upstream_node(validation[-1])  # only data that passed the anomaly gate
     trainer = stages.trainer(RUN_FN, transform, profile.trainer_config())
-    latest_blessed = stages.latest_blessed_model()
+    latest_blessed, baseline = stages.latest_blessed_model(pipeline_name, baseline_metadata)
     evaluator = TextLmEvaluator(
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         model=trainer.outputs["model"],
-        baseline_blessing=latest_blessed.outputs["model_blessing"],
+        baseline_blessing=baseline,
         **profile.evaluator_parameters(),
     )
     validate_and_push = stages.validate_and_push(
@@ -98,12 +106,14 @@ def build_pipeline(options: RunOptions, *, for_local_run: bool = True) -> Any:
     source = check_source(options.source, must_exist=for_local_run)
     layout = RootLayout.for_run(options.root, for_local_run)
     name = pipeline_name(profile)
+    knobs = stages.knobs(for_local_run, source=source, max_documents=profile.max_documents)
     return create_pipeline(
         pipeline_name=name,
         pipeline_root=layout.pipeline_root(name),
         serving_dir=layout.serving_dir(MODEL_NAME),
         profile=profile,
-        source=source,
+        **knobs,
+        baseline_metadata=stages.baseline_metadata(for_local_run),
         metadata_connection_config=layout.metadata_config() if for_local_run else None,
         beam_pipeline_args=options.beam_pipeline_args,
         enable_cache=options.enable_cache,

@@ -32,8 +32,8 @@ if ! .venv/bin/uv --version 2>/dev/null | grep -q "$UV_VERSION"; then
   .venv/bin/python -m pip install -q --disable-pip-version-check "uv==$UV_VERSION"
 fi
 UV=(.venv/bin/uv pip install --quiet --python .venv/bin/python)
-echo "setup: installing the locked stack (requirements/lock.txt)"
-"${UV[@]}" -r requirements/lock.txt
+echo "setup: installing the locked stack and the test/lint tools (requirements/dev-lock.txt)"
+"${UV[@]}" -r requirements/dev-lock.txt
 echo "setup: installing genpipe (editable) and the offline data carriers (--no-deps)"
 "${UV[@]}" --no-deps -e .
 "${UV[@]}" --no-deps -r requirements/carriers.txt

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -195,3 +195,22 @@ def aspired_versions(model: ModelConfig, ready: Iterable[int]) -> set[int]:
         return set(ready) & set(policy.specific.versions)
     count = policy.latest.num_versions if choice == "latest" else 0
     return set(ready[: max(count, 1)])
+
+
+def labelled_entry(
+    model: ModelConfig, labels: Mapping[str, int], also_serve: Iterable[int] = ()
+) -> ModelConfig:
+    """A copy of ``model`` with exactly ``labels`` as its version labels and a `specific`
+    policy serving the labelled versions and ``also_serve`` (TF Serving moves a label only
+    onto a version it has loaded, so every labelled version stays aspired)."""
+    entry = ModelConfig()
+    entry.CopyFrom(model)
+    entry.ClearField("version_labels")
+    for label, version in labels.items():
+        entry.version_labels[label] = version
+    versions = sorted({*labels.values(), *also_serve})
+    if not versions:
+        raise ValueError(f"model {model.name}: a specific version policy needs a version")
+    entry.model_version_policy.specific.ClearField("versions")
+    entry.model_version_policy.specific.versions.extend(versions)
+    return entry

@@ -333,18 +333,20 @@ def test_model_over_an_impossible_threshold_is_not_pushed(vae_smoke_run):
 
 def test_kubeflow_v2_spec_compiles_for_a_face_folder_offline(tmp_path):
     from pipeline.gan import build_pipeline
-    from pipeline.runner import RunOptions, compile_kubeflow
+    from pipeline.kubeflow import compile_pipeline
+    from pipeline.runner import RunOptions
 
     options = RunOptions(profile="book", root="gs://bucket/genpipe",
                          source="gs://bucket/img_align_celeba")
-    path = compile_kubeflow(build_pipeline(options, for_local_run=False), str(tmp_path / "g.json"))
-    spec = json.loads(Path(path).read_text())["pipelineSpec"]
+    spec = compile_pipeline(build_pipeline(options, for_local_run=False),
+                            str(tmp_path / "g.yaml"), image="genpipe:test")
     tasks = spec["root"]["dag"]["tasks"]
     assert {"ImageExampleGen", "Transform", "Trainer", "GanEvaluator", "ServingValidator",
             "Pusher"} <= set(tasks)
     assert "AnomalyGate" in tasks["Transform"]["dependentTasks"]
-    parameters = json.dumps(tasks["ImageExampleGen"])
-    assert "img_align_celeba" in parameters and "64" in parameters
+    assert "64" in json.dumps(tasks["ImageExampleGen"])  # the folder's crop size
+    dataset = spec["root"]["inputDefinitions"]["parameters"]["dataset"]  # a runtime parameter
+    assert dataset["defaultValue"] == "gs://bucket/img_align_celeba"
 
 
 @pytest.mark.parametrize("module", ["pipeline.vae", "pipeline.gan", "pipeline.text"])

@@ -201,19 +201,20 @@ def test_anomaly_gate_stops_the_run_naming_each_anomaly(tmp_path):
 
 
 def test_kubeflow_v2_spec_compiles_offline(tmp_path):
-    from pipeline.runner import RunOptions, compile_kubeflow
+    from pipeline.kubeflow import compile_pipeline
+    from pipeline.runner import RunOptions
     from pipeline.text import build_pipeline
 
     options = RunOptions(profile="smoke", root="gs://bucket/genpipe")
-    path = compile_kubeflow(build_pipeline(options, for_local_run=False), str(tmp_path / "t.json"))
-    spec = json.loads(Path(path).read_text())["pipelineSpec"]
+    spec = compile_pipeline(build_pipeline(options, for_local_run=False),
+                            str(tmp_path / "t.yaml"), image="genpipe:test")
     tasks = spec["root"]["dag"]["tasks"]
     assert {"TextExampleGen", "Transform", "Trainer", "TextLmEvaluator", "ServingValidator",
             "Pusher"} <= set(tasks)
     assert "AnomalyGate" in tasks["Transform"]["dependentTasks"]
     assert {"TextLmEvaluator", "ServingValidator"} <= set(tasks["Pusher"]["dependentTasks"])
     executor = spec["deploymentSpec"]["executors"]["Trainer_executor"]["container"]
-    assert executor["image"] == "genpipe:latest"
+    assert executor["image"] == "genpipe:test"
 
 
 def test_publish_version_is_a_rename_of_a_complete_folder(tmp_path):

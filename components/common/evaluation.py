@@ -64,8 +64,9 @@ def decide(checks: Sequence[Check | None]) -> tuple[bool, str]:
 
 
 def baseline_metric(baseline_blessing: Any, metric: str) -> tuple[int | None, float | None]:
-    """(model id, metric value) stored on the latest blessing, or (None, None) without one."""
-    if baseline_blessing is None:
+    """(model id, metric value) stored on the latest blessing, or (None, None) without one
+    (no artifact, or the not-blessed placeholder of `components.common.last_blessed`)."""
+    if baseline_blessing is None or baseline_blessing.get_int_custom_property(BLESSED) != 1:
         return None, None
     return (
         baseline_blessing.get_int_custom_property(CURRENT_MODEL_ID),

@@ -24,12 +24,14 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from tfx import v1 as tfx
+from tfx.dsl.io import fileio
 from tfx.utils import path_utils
 
 from components.common.evaluation import (
@@ -224,27 +226,36 @@ def read_prediction_logs(path: str) -> list[Any]:
 def replay(
     model_dir: str, requests_path: str, out_dir: str, timeout_seconds: float
 ) -> tuple[dict[str, Any], list[Any]]:
-    """(report, response logs) of `serving_replay` run in a fresh Python process on the model.
+    """(report, response logs) of `serving_replay` run in a fresh Python process on the model;
+    the responses are kept in `out_dir`.
 
-    A crash or a timeout of that process is reported as a load error.
+    The two processes exchange files in a local temporary folder, since `out_dir` may be on any
+    filesystem (`ram://` is not shared between processes). A crash or a timeout of that process
+    is reported as a load error.
     """
-    responses, report_path = (os.path.join(out_dir, f) for f in (RESPONSES_FILE, REPORT_FILE))
-    command = [sys.executable, "-m", REPLAY_MODULE, model_dir, requests_path, responses,
-               report_path]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, env=env, timeout=timeout_seconds
-        )
-    except subprocess.TimeoutExpired:
-        return {"load_error": f"the replay took over {timeout_seconds:g} s", "calls": []}, []
-    if done.returncode != 0 or not os.path.isfile(report_path):
-        tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-        return {"load_error": f"the replay exited with code {done.returncode}: {tail}",
-                "calls": []}, []
-    with open(report_path, encoding="utf-8") as handle:
-        report = json.load(handle)
-    return report, read_prediction_logs(responses) if os.path.isfile(responses) else []
+    with tempfile.TemporaryDirectory(prefix="genpipe-replay-") as local:
+        requests, responses, report_path = (
+            os.path.join(local, f) for f in (WARMUP_FILE, RESPONSES_FILE, REPORT_FILE))
+        fileio.copy(requests_path, requests)
+        command = [sys.executable, "-m", REPLAY_MODULE, model_dir, requests, responses,
+                   report_path]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        try:
+            done = subprocess.run(
+                command, capture_output=True, text=True, env=env, timeout=timeout_seconds
+            )
+        except subprocess.TimeoutExpired:
+            return {"load_error": f"the replay took over {timeout_seconds:g} s", "calls": []}, []
+        if done.returncode != 0 or not os.path.isfile(report_path):
+            tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+            return {"load_error": f"the replay exited with code {done.returncode}: {tail}",
+                    "calls": []}, []
+        with open(report_path, encoding="utf-8") as handle:
+            report = json.load(handle)
+        if not os.path.isfile(responses):
+            return report, []
+        fileio.copy(responses, os.path.join(out_dir, RESPONSES_FILE), overwrite=True)
+        return report, read_prediction_logs(responses)
 
 
 def first_lines(text: str) -> str:
@@ -330,7 +341,7 @@ def _judge(probe: Probe, call: Mapping[str, Any], response: Any, out_dir: str) -
     problems = check_response(probe, response)
     sample = _sample(probe, response)
     if sample is not None:
-        with open(os.path.join(out_dir, SAMPLES_DIR, f"{probe.key}.png"), "wb") as handle:
+        with fileio.open(os.path.join(out_dir, SAMPLES_DIR, f"{probe.key}.png"), "wb") as handle:
             handle.write(sample)
     if problems:
         return Check(False, f"{probe.key}: " + "; ".join(problems))
@@ -352,7 +363,7 @@ def validate(model_dir: str, model_name: str, out_dir: str, timeout_seconds: flo
     warmup file, the responses, a report and sample PNGs into `out_dir`."""
     started = time.monotonic()
     samples = os.path.join(out_dir, SAMPLES_DIR)
-    os.makedirs(samples, exist_ok=True)
+    fileio.makedirs(samples)
     try:
         sidecar = read_sidecar(model_dir)
         probes = build_probes(contract_for(model_name), sidecar)
@@ -373,7 +384,7 @@ def validate(model_dir: str, model_name: str, out_dir: str, timeout_seconds: flo
     blessed, message = decide(checks)
     report_out = {"model_name": model_name, "blessed": blessed, "message": message,
                   "checks": [dataclasses.asdict(c) for c in checks], **report}
-    with open(os.path.join(out_dir, REPORT_FILE), "w", encoding="utf-8") as handle:
+    with fileio.open(os.path.join(out_dir, REPORT_FILE), "w") as handle:
         json.dump(report_out, handle, indent=2)
     properties = {
         "signatures": len(probes),
@@ -381,7 +392,7 @@ def validate(model_dir: str, model_name: str, out_dir: str, timeout_seconds: flo
         "failed_signatures": ",".join(c.text.split(":")[0] for c in checks if not c.passed),
         "load_seconds": report.get("load_seconds"),
         "validation_seconds": round(time.monotonic() - started, 3),
-        "samples": samples if os.listdir(samples) else None,
+        "samples": samples if fileio.listdir(samples) else None,
         **{f"seconds_{c['signature']}": round(c["seconds"], 3)
            for c in report["calls"] if c["seconds"] is not None},
     }
@@ -400,8 +411,8 @@ def ServingValidator(  # noqa: N802 (TFX component names are classes)
     outcome = validate(
         path_utils.serving_model_path(model.uri), model_name, blessing.uri, timeout_seconds
     )
-    with open(os.path.join(blessing.uri, "INFRA_BLESSED" if outcome.blessed
-                           else "INFRA_NOT_BLESSED"), "w") as handle:
+    with fileio.open(os.path.join(blessing.uri, "INFRA_BLESSED" if outcome.blessed
+                                  else "INFRA_NOT_BLESSED"), "w") as handle:
         handle.write(outcome.message + "\n")
     set_properties(blessing, {
         **outcome.properties, BLESSED: outcome.blessed, CURRENT_MODEL_ID: model.id,

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tfx import v1 as tfx
+from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 
 OFFLINE = "offline"
@@ -98,7 +99,7 @@ def ContentPhotoGen(  # noqa: N802 (TFX component names are classes)
     rng = np.random.default_rng(seed)
     writers = {}
     for split in SPLITS:
-        os.makedirs(os.path.join(examples.uri, f"Split-{split}"), exist_ok=True)
+        fileio.makedirs(os.path.join(examples.uri, f"Split-{split}"))
         writers[split] = tf.io.TFRecordWriter(
             os.path.join(examples.uri, f"Split-{split}", RECORD_FILE), options="GZIP")
     counts = {"photos_read": 0, "unreadable_photos": 0, "train_examples": 0, "eval_examples": 0}

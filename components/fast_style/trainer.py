@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from tfx.dsl.io import fileio
 
 from components.common.config import settings_from_config
 from contracts.fast_style import model_name
@@ -111,6 +112,13 @@ def progress_callback(steps: int, every: int = 0) -> keras.callbacks.Callback:
     return keras.callbacks.LambdaCallback(on_train_batch_end=report)
 
 
+def write_metrics(run_dir: str, metrics: dict[str, Any]) -> None:
+    """`<run_dir>/metrics.json`, on any filesystem `fileio` knows (gs://, ...)."""
+    fileio.makedirs(run_dir)
+    with fileio.open(os.path.join(run_dir, METRICS_FILE), "w") as f:
+        json.dump(metrics, f, indent=2)
+
+
 def run_fn(fn_args: Any) -> None:
     """Trains the transformer net for `train_args.num_steps` batches and exports `stylize`."""
     settings = settings_from_config(FastStyleSettings, fn_args.custom_config)
@@ -136,9 +144,7 @@ def run_fn(fn_args: Any) -> None:
         "train_loss": history["loss"][-1],
         **{f"eval_{name}": float(value) for name, value in held_out.items()},
     }
-    os.makedirs(fn_args.model_run_dir, exist_ok=True)
-    with open(os.path.join(fn_args.model_run_dir, METRICS_FILE), "w") as f:
-        json.dump(metrics, f, indent=2)
+    write_metrics(fn_args.model_run_dir, metrics)
     limits = export_fast_style(
         trainer, fn_args.serving_model_dir, settings.max_pixels, model_name(settings.style)
     )["limits"]

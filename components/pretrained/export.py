@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from tfx import v1 as tfx
+from tfx.dsl.io import fileio
 from tfx.utils import path_utils
 
 from contracts import contract_for
@@ -103,7 +104,7 @@ def ExportPretrainedModel(  # noqa: N802 (TFX component names are classes)
     without `export_dir`, e.g. weights, max_pixels, max_iterations)."""
     export_dir = path_utils.serving_model_dir(model.uri)
     limits, source = export_pretrained(model_name, export_dir, json.loads(settings))
-    with open(os.path.join(model.uri, LIMITS_FILE), "w") as f:
+    with fileio.open(os.path.join(model.uri, LIMITS_FILE), "w") as f:
         json.dump(limits, f, indent=2)
     model.set_string_custom_property("model_name", model_name)
     model.set_string_custom_property("signature", SIGNATURES[model_name])

@@ -172,8 +172,9 @@ class TextExampleGen(base_beam_component.BaseBeamComponent):
                 partition_feature_name=TEXT_FEATURE,
             )
         )
-        input_config = example_gen_pb2.Input(
-            splits=[example_gen_pb2.Input.Split(name="single_split", pattern=source)]
+        pattern = source if isinstance(source, str) else "runtime parameter source"
+        input_config = example_gen_pb2.Input(  # the pattern is not read (see ReviewsToExample)
+            splits=[example_gen_pb2.Input.Split(name="single_split", pattern=pattern)]
         )
         super().__init__(
             TextExampleGenSpec(
