@@ -175,7 +175,8 @@ def test_nothing_points_to_documents_outside_the_repo():
         text=True,
         check=True,
     ).stdout.split()
-    suffixes = (".py", ".md", ".sh", ".toml", ".yml", ".yaml", "Makefile", "Dockerfile")
+    suffixes = (".py", ".md", ".sh", ".toml", ".yml", ".yaml", ".txt", ".in")
+    suffixes += ("Makefile", "Dockerfile")
     files = [REPO / p for p in listed if p.endswith(suffixes) and (REPO / p).is_file()]
     cited = [str(f) for f in files if any(n in f.read_text(errors="replace") for n in needles)]
     assert cited == []
