@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 SETUP_INPUTS := requirements/lock.txt requirements/dev-lock.txt requirements/carriers.txt pyproject.toml scripts/setup.sh scripts/setup_extras.sh
 STAMP := $(VENV)/.genpipe-setup
 
-.PHONY: help setup lock test demo bench lint image clean
+.PHONY: help setup lock test demo bench lint image clean soak
 help:
 	@echo "make demo   set up, then train/export every model on the demo profile, serve, write out/"
 	@echo "make test   set up, then run the test suite"
@@ -15,6 +15,7 @@ help:
 	@echo "make lock   re-resolve pyproject.toml's dependencies into requirements/*lock.txt (uv)"
 	@echo "make bench  run the benchmarks (numbers in docs/benchmarks.md)"
 	@echo "make lint   ruff"
+	@echo "make soak   the long reliability runs (2,000 fuzz cases per protocol; docs/reliability.md)"
 	@echo "make image  docker build the pipeline image as genpipe:<git commit> (IMAGE=... to rename)"
 
 setup: $(STAMP)
@@ -39,6 +40,10 @@ demo: $(STAMP)
 bench: $(STAMP)
 	mkdir -p out/bench
 	for b in benchmarks/*.py; do $(BIN)/python $$b --json out/bench/$$(basename $$b .py).json || exit 1; done
+
+# Longer reliability runs CI does not run (docs/reliability.md): 2,000 fuzz cases per protocol.
+soak: $(STAMP)
+	GENPIPE_FUZZ_CASES=2000 $(BIN)/python -m pytest -q -s tests/test_reliability_fuzz.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

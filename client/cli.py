@@ -163,7 +163,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _controls(style, style_transfer.TRANSFER, *names)
 
 
-def _token(args: argparse.Namespace) -> str | None:
+def token(args: argparse.Namespace) -> str | None:
+    """The bearer token of `--token-file`, else of $GENPIPE_SERVING_TOKEN (None: no token)."""
     if args.token_file:
         return Path(args.token_file).read_text().strip()
     return os.environ.get(TOKEN_ENV) or None
@@ -198,7 +199,7 @@ def generate_command(args: argparse.Namespace) -> int:
 
     try:
         client = ModelServerClient(
-            args.server, timeout=args.timeout, root_cert=args.root_cert, token=_token(args)
+            args.server, timeout=args.timeout, root_cert=args.root_cert, token=token(args)
         )
     except OSError as error:
         return _fail(f"{error.filename}: {error.strerror}")

@@ -1,32 +1,54 @@
-"""A gate after ExampleValidator: the run stops, naming every anomaly, when the data has any.
+"""The data gate before Transform: the run stops, naming every anomaly and every drifted feature.
 
-TFX's ExampleValidator records anomalies but lets the pipeline go on; wire this component after
-it and make the data consumers depend on it (`transform.add_upstream_node(gate)`).
+TFX's ExampleValidator (the examples against the curated schema) and DistributionValidator (this
+run's statistics against the previous run's, with drift comparators on the features that matter)
+record what they find but let the pipeline go on; wire `AnomalyGate` after both and make the data
+consumers depend on it (`transform.add_upstream_node(gate)`).
 """
 
 # No `from __future__ import annotations`: the @component decorator reads the real type hints.
 
 import os
+from collections.abc import Mapping
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx.dsl.component.experimental.annotations import InputArtifact
 from tfx.dsl.component.experimental.decorators import component
 from tfx.dsl.io import fileio
+from tfx.proto import distribution_validator_pb2
 from tfx.types import artifact_utils
 from tfx.types.standard_artifacts import ExampleAnomalies
 
-ANOMALIES_FILE = "SchemaDiff.pb"  # what ExampleValidator writes in each Split-<name> folder
+ANOMALIES_FILE = "SchemaDiff.pb"  # what both validators write in each split (pair) folder
+# The folder of one split: ExampleValidator writes Split-<split>, DistributionValidator
+# SplitPair-<split>_<baseline split>.
+SPLIT_FOLDER, SPLIT_PAIR_FOLDER = "Split-{}", "SplitPair-{}"
 
 
 class DataAnomaliesError(RuntimeError):
-    """The examples do not match the schema."""
+    """The examples do not match the schema, or drifted from the previous run's."""
 
 
-def anomaly_lines(anomalies_uri: str, split_names: list[str]) -> list[str]:
+def drift_config(
+    thresholds: Mapping[str, float],
+) -> distribution_validator_pb2.DistributionValidatorConfig:
+    """DistributionValidator's config: for each numeric feature, the largest approximate
+    Jensen-Shannon divergence between this run's histogram and the previous run's."""
+    config = distribution_validator_pb2.DistributionValidatorConfig()
+    for feature, threshold in sorted(thresholds.items()):
+        comparator = config.default_slice_config.feature.add()
+        comparator.path.step.append(feature)
+        comparator.distribution_comparator.jensen_shannon_divergence.threshold = threshold
+    return config
+
+
+def anomaly_lines(
+    anomalies_uri: str, split_names: list[str], folder: str = SPLIT_FOLDER
+) -> list[str]:
     """One line per anomaly: `<split>: feature '<name>': <description>`."""
     lines = []
     for split in split_names:
-        path = os.path.join(anomalies_uri, f"Split-{split}", ANOMALIES_FILE)
+        path = os.path.join(anomalies_uri, folder.format(split), ANOMALIES_FILE)
         with fileio.open(path, "rb") as f:
             anomalies = anomalies_pb2.Anomalies.FromString(f.read())
         for feature, info in sorted(anomalies.anomaly_info.items()):
@@ -43,15 +65,32 @@ def _describe(info: anomalies_pb2.AnomalyInfo) -> str:
     return reasons or info.description or info.short_description
 
 
+def _splits(anomalies: ExampleAnomalies) -> list[str]:
+    return artifact_utils.decode_split_names(anomalies.split_names)
+
+
 @component
-def AnomalyGate(anomalies: InputArtifact[ExampleAnomalies]):  # noqa: N802 (component class)
-    """Fails the run with the list of anomalies, if ExampleValidator found any."""
-    # Split-<name> folders are TFX's layout for split artifacts.
-    lines = anomaly_lines(anomalies.uri, artifact_utils.decode_split_names(anomalies.split_names))
-    if lines:
+def AnomalyGate(  # noqa: N802 (component class)
+    anomalies: InputArtifact[ExampleAnomalies],
+    drift: InputArtifact[ExampleAnomalies] = None,  # DistributionValidator's, when it ran
+):
+    """Fails the run with the list of anomalies and drifted features, if there are any."""
+    problems = anomaly_lines(anomalies.uri, _splits(anomalies))
+    drifted = anomaly_lines(drift.uri, _splits(drift), SPLIT_PAIR_FOLDER) if drift else []
+    if problems or drifted:
+        sections = []
+        if problems:
+            noun = "anomaly" if len(problems) == 1 else "anomalies"
+            sections.append(f"ExampleValidator found {len(problems)} data {noun} (against the "
+                            "schema):\n  " + "\n  ".join(problems))
+        if drifted:
+            sections.append(f"DistributionValidator found {len(drifted)} drifted "
+                            f"feature{'' if len(drifted) == 1 else 's'} (against the previous "
+                            "run's statistics; split pair <this run>_<previous run>):\n  "
+                            + "\n  ".join(drifted))
         raise DataAnomaliesError(
-            f"ExampleValidator found {len(lines)} data anomal{'y' if len(lines) == 1 else 'ies'}; "
-            "the run stops before Transform:\n  " + "\n  ".join(lines)
-            + "\nFix the source data, or update the schema if the change is intended."
+            "\n".join(sections) + "\nThe run stops before Transform. Fix the source data, or, if "
+            "the change is intended, update the schema (`genpipe schema update`) or run with "
+            "--accept-drift."
         )
-    print("  no data anomalies", flush=True)
+    print("  no data anomalies" + (", no drift" if drift else ""), flush=True)

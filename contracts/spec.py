@@ -207,6 +207,38 @@ def _number(value: Any) -> str:
 
 
 # -- the sidecar file ---------------------------------------------------------------------------
+# Local paths use plain file calls (no TensorFlow import, for clients); a path with a scheme
+# (gs://, ram://, s3://) goes through tf.io.gfile, imported only then.
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def _write_text(path: str, text: str) -> None:
+    if not _is_remote(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        return
+    import tensorflow as tf
+
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path, "w") as handle:
+        handle.write(text)
+
+
+def _read_text(path: str) -> str:
+    if not _is_remote(path):
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    import tensorflow as tf
+
+    try:
+        with tf.io.gfile.GFile(path, "r") as handle:
+            return handle.read()
+    except tf.errors.NotFoundError as error:
+        raise FileNotFoundError(f"no contract sidecar at {path}") from error
 
 
 def write_sidecar(
@@ -230,18 +262,16 @@ def write_sidecar(
         "limits": dict(limits),
         "info": dict(info or {}),
     }
-    path = os.path.join(os.fspath(export_dir), SIDECAR)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
+    _write_text(os.path.join(os.fspath(export_dir), SIDECAR),
+                json.dumps(data, indent=2, sort_keys=True))
     return data
 
 
 def read_sidecar(export_dir: str | os.PathLike) -> dict[str, Any]:
-    """The sidecar of an export; FileNotFoundError names the file when there is none."""
+    """The sidecar of an export (local or remote); FileNotFoundError names the file when there is
+    none."""
     path = os.path.join(os.fspath(export_dir), SIDECAR)
-    with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
+    data = json.loads(_read_text(path))
     if data.get("sidecar_version") != SIDECAR_VERSION:
         raise ValueError(
             f"{path}: sidecar_version {data.get('sidecar_version')!r} is not {SIDECAR_VERSION}"

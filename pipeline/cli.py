@@ -62,6 +62,7 @@ def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
     for module in (
         "pipeline.run_cli", "serving.cli", "client.cli", "pipeline.status_cli",
         "pipeline.schedule_cli", "pipeline.promotion_cli", "pipeline.kubeflow_cli",
+        "pipeline.report_cli", "pipeline.schema_cli",
     ):
         try:
             found.append(importlib.import_module(module).register)

@@ -15,24 +15,47 @@ import dataclasses
 import logging
 import os
 import re
+import shlex
 import sys
 import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
 DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+BEAM_ARGS_EXAMPLE = "--direct_running_mode=multi_processing --direct_num_workers=2"
 URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 @dataclasses.dataclass(frozen=True)
 class RunOptions:
-    """What `genpipe run MODEL` was asked for; every model's `build_pipeline` takes these."""
+    """What `genpipe run MODEL` was asked for (`pipeline.factory.build_pipeline` takes these).
+
+    `beam_pipeline_args` go to every Beam-powered component (`--beam_pipeline_args`); the
+    default runs Beam's DirectRunner in memory, in this process."""
 
     profile: str = "demo"
     root: str = "runs"
     source: str = "offline"
     enable_cache: bool = True
     beam_pipeline_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
+    style: str | None = None  # fast-style's --style
+    accept_drift: bool = False  # --accept-drift: no comparison with the previous run's data
+
+
+def parse_beam_args(values: list[str] | None) -> tuple[str, ...]:
+    """The Beam options of `--beam_pipeline_args` (each value split like a shell would;
+    DEFAULT_BEAM_ARGS when none is given). ValueError unless every one is `--name[=value]`."""
+    if values is None:
+        return DEFAULT_BEAM_ARGS
+    try:
+        args = [arg for value in values for arg in shlex.split(value)]
+    except ValueError as error:
+        raise ValueError(f"--beam_pipeline_args {values}: {error}") from None
+    bad = [arg for arg in args if not arg.startswith("--")]
+    if bad or not args:
+        raise ValueError(f"--beam_pipeline_args {' '.join(bad) or repr('')}: Beam options look "
+                         f"like --name=value, e.g. '{BEAM_ARGS_EXAMPLE}'")
+    return tuple(args)
 
 
 @dataclasses.dataclass(frozen=True)

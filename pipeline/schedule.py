@@ -30,7 +30,7 @@ from croniter import CroniterError, croniter
 
 from pipeline.files import write_atomically
 from pipeline.profiles import PROFILE_NAMES
-from pipeline.run_cli import TARGETS
+from pipeline.registry import MODEL_NAMES
 
 MISSED_POLICIES = ("skip", "catch-up")
 # Statuses of history records: a run's start, its outcomes, and due times that did not run.
@@ -110,10 +110,10 @@ def validate(entry: Entry) -> None:
         )
     if bool(entry.models) == bool(entry.command):
         raise ScheduleError("give either --models (genpipe run) or --command (a custom job)")
-    unknown = [model for model in entry.models if model not in TARGETS]
+    unknown = [model for model in entry.models if model not in MODEL_NAMES]
     if unknown:
         names = ", ".join(repr(model) for model in unknown)
-        raise ScheduleError(f"--models {names}: unknown; allowed: {', '.join(TARGETS)}")
+        raise ScheduleError(f"--models {names}: unknown; allowed: {', '.join(MODEL_NAMES)}")
     if entry.profile not in PROFILE_NAMES:
         raise ScheduleError(
             f"--profile {entry.profile!r} is unknown; allowed: {', '.join(PROFILE_NAMES)}"

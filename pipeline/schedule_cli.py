@@ -11,7 +11,7 @@ import threading
 
 from pipeline import schedule
 from pipeline.profiles import PROFILE_NAMES
-from pipeline.run_cli import TARGETS
+from pipeline.registry import MODEL_NAMES
 
 EXIT_RUN_FAILED = 1
 
@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add.add_argument("name", metavar="NAME", help="entry name: letters, digits, '.', '_', '-'")
     what = add.add_mutually_exclusive_group(required=True)
     what.add_argument("--models", nargs="+", metavar="MODEL",
-                      help=f"models run in turn, one or more of: {', '.join(TARGETS)}")
+                      help=f"models run in turn, one or more of: {', '.join(MODEL_NAMES)}")
     what.add_argument("--command", help="a custom job run instead of `genpipe run` (split "
                       "like a shell command line, run without a shell)")
     add.add_argument("--profile", default="demo",

@@ -1,4 +1,4 @@
-"""Pipeline stages every model's `create_pipeline` shares, so each is defined once.
+"""Pipeline stages `pipeline.factory.create_pipeline` shares between models, each defined once.
 
 All functions build TFX components (TFX is imported inside them: `import tfx` is slow) and keep
 the component ids the run summaries and ML Metadata lineage rely on.
@@ -6,6 +6,7 @@ the component ids the run summaries and ML Metadata lineage rely on.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -13,28 +14,51 @@ if TYPE_CHECKING:
 
 SERVING_VALIDATOR, PUSHER = "ServingValidator", "Pusher"  # component ids the summaries read
 LAST_BLESSED = "LastBlessedModel"  # component id of the compiled last-blessed lookup
+PREVIOUS_STATISTICS = "previous_statistics_resolver"  # the drift baseline's resolver
 KUBEFLOW_METADATA = "grpc://metadata-grpc-service.kubeflow:8080"  # open-source KFP's MLMD
 
 
-def data_validation(examples: Any) -> list[Any]:
-    """StatisticsGen -> SchemaGen -> ExampleValidator -> AnomalyGate over `examples`.
+def data_validation(
+    examples: Any, schema_file: str, drift_thresholds: Mapping[str, float] | None = None
+) -> list[Any]:
+    """StatisticsGen -> ImportSchemaGen -> ExampleValidator [-> DistributionValidator]
+    -> AnomalyGate over `examples`.
 
-    Returns the four components; the schema is `components[1].outputs["schema"]` and a
-    component that must wait for clean data takes `components[-1]` as an upstream node.
+    The examples are validated against the curated schema at `schema_file`
+    (`components.schemas`). With `drift_thresholds` (feature -> largest Jensen-Shannon
+    divergence), this run's statistics are also compared with the previous run's of the same
+    pipeline, found by a resolver that runs before StatisticsGen (LocalDagRunner only: the
+    open-source Kubeflow backend runs no resolver). The schema is
+    `components[1].outputs["schema"]`; a component that must wait for clean data takes
+    `components[-1]` as an upstream node.
     """
     from tfx import v1 as tfx
+    from tfx.components import DistributionValidator  # not in tfx.v1's public names yet
 
-    from components.data_validation import AnomalyGate
+    from components.data_validation import AnomalyGate, drift_config
 
     statistics_gen = tfx.components.StatisticsGen(examples=examples)
-    schema_gen = tfx.components.SchemaGen(
-        statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True
-    )
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file).with_id("SchemaGen")
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
-    anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"])
-    return [statistics_gen, schema_gen, example_validator, anomaly_gate]
+    components = [statistics_gen, schema_gen, example_validator]
+    drift = None
+    if drift_thresholds:
+        previous = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+            statistics=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ExampleStatistics),
+        ).with_id(PREVIOUS_STATISTICS)
+        statistics_gen.add_upstream_node(previous)  # so it cannot see this run's statistics
+        drift_validator = DistributionValidator(
+            statistics=statistics_gen.outputs["statistics"],
+            baseline_statistics=previous.outputs["statistics"],
+            config=drift_config(drift_thresholds),
+        )
+        components += [previous, drift_validator]
+        drift = drift_validator.outputs["anomalies"]
+    anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"], drift=drift)
+    return [*components, anomaly_gate]
 
 
 def trainer(run_fn: str, transform: Any, custom_config: dict[str, Any]) -> Any:

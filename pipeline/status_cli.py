@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from typing import Any
 
 MOVES_SHOWN = 10  # the latest label moves printed under the table
 REASON_CHARS = 80  # of a refused move's reason (the `genpipe.LabelMove` record has it all)
@@ -16,20 +17,59 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "status", help="list model versions, their metrics and lineage, and which one is live"
     )
-    parser.add_argument(
-        "--root", default="runs", help="the --root of `genpipe run` (default: runs/)"
-    )
-    parser.add_argument(
-        "--server", help="host:port of a model server to ask which versions are live"
-    )
-    parser.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds to wait for the server"
-    )
+    add_root_options(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(handler=status_command)
 
 
-def _state(status) -> str:
+def add_root_options(parser: argparse.ArgumentParser) -> None:
+    """--root, the remote ML Metadata flags and the model server flags (`genpipe report` too)."""
+    from pipeline.status import DEFAULT_METADATA_TIMEOUT
+
+    parser.add_argument(
+        "--root", default="runs",
+        help="the --root of `genpipe run`: a folder or a URL such as gs://bucket/genpipe "
+        "(default: runs/)",
+    )
+    parser.add_argument(
+        "--metadata-host", help="host of a remote ML Metadata store (metadata_store_server) "
+        "to read instead of ROOT/metadata.sqlite"
+    )
+    parser.add_argument("--metadata-port", type=int, help="its gRPC port (with --metadata-host)")
+    parser.add_argument(
+        "--server", help="host:port of a model server to ask which versions are live"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_METADATA_TIMEOUT,
+        help="seconds to wait for the server and the metadata store (default %(default)s)",
+    )
+    parser.add_argument(
+        "--root-cert", help="PEM CA/certificate of a TLS model server and metadata store"
+    )
+    parser.add_argument("--token-file", help="bearer token file for the model server")
+
+
+def connection(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """(the `MetadataSource` or None, the `ModelServerClient` options) of the parsed flags;
+    ValueError names a bad or missing flag."""
+    from client.cli import token as bearer_token  # as `generate`: file or environment
+    from pipeline.status import MetadataSource
+
+    metadata = None
+    if (args.metadata_host is None) != (args.metadata_port is None):
+        raise ValueError("--metadata-host and --metadata-port go together")
+    if args.metadata_host is not None:
+        metadata = MetadataSource(args.metadata_host, args.metadata_port, args.root_cert,
+                                  args.timeout)
+        metadata.client_config()  # checks the port and reads the certificate now
+    try:
+        token = bearer_token(args)
+    except OSError as error:
+        raise ValueError(f"--token-file {args.token_file}: {error.strerror}") from None
+    return metadata, {"timeout": args.timeout, "root_cert": args.root_cert, "token": token}
+
+
+def state_text(status) -> str:
     if status.partial:
         return "being pushed"
     if status.server_state:
@@ -46,12 +86,13 @@ def _short(text: str) -> str:
 def status_command(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from pipeline.promotion import label_moves
-    from pipeline.status import model_status
+    from pipeline.status import label_moves, model_status
 
     try:
-        statuses = model_status(args.root, args.server, timeout=args.timeout)
-    except ValueError as error:  # a bad serving target or kept models.config
+        metadata, client_options = connection(args)
+        statuses = model_status(args.root, args.server, metadata, **client_options)
+        moves = label_moves(args.root, metadata)[-MOVES_SHOWN:]
+    except ValueError as error:  # a missing root, bad flags, serving target or models.config
         print(f"genpipe status: {error}", file=sys.stderr)
         return 2
     if args.json:
@@ -64,13 +105,14 @@ def status_command(args: argparse.Namespace) -> int:
         [
             s.model,
             s.version,
-            _state(s),
+            state_text(s),
             ", ".join(s.labels),
             s.pushed_at,
             s.pipeline,
             ", ".join(f"{k}={v:.4g}" for k, v in sorted(s.metrics.items())),
             s.serving_check.split(":")[0],  # "blessed" / "not blessed"; --json has it all
             s.trained_on,
+            s.tensorboard,
         ]
         for s in statuses
     ]
@@ -87,10 +129,10 @@ def status_command(args: argparse.Namespace) -> int:
                 "metrics",
                 "serving check",
                 "trained on",
+                "TensorBoard logs",
             ],
         )
     )
-    moves = label_moves(args.root)[-MOVES_SHOWN:]
     if moves:
         print("\nlabel moves (latest last; `genpipe canary|promote|rollback`):")
         rows = [

@@ -36,5 +36,7 @@ $GENPIPE generate text "this movie" --server "$SERVER" --stream --temperature 0.
 
 step "model versions"
 $GENPIPE status --root "$ROOT" --server "$SERVER"
+step "the report: out/report/index.html (versions, metrics, samples, gates, lineage)"
+$GENPIPE report --root "$ROOT" --server "$SERVER" --out out/report
 step "done: samples are under out/"
 ls -l out

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian extras (README, "Where the data comes from offline"): Fashion-MNIST (plain install, no dependencies) and two paintings
-# extracted from .debs without installing them (their Depends pull OpenCV).
+# extracted from .debs without installing them (their Depends pull OpenCV); Chromium, which the
+# report test renders `genpipe report` in (tests/test_report.py).
 # Never fatal: where apt is unavailable it prints one notice and genpipe falls back to other data.
 set -u
 ASSETS="${GENPIPE_ASSETS:-$(cd "$(dirname "$0")/.." && pwd)/.assets}"
@@ -11,7 +12,7 @@ mkdir -p "$PAINTINGS" "$PHOTOS"
 notice() { echo "setup-extras: $*" >&2; }
 
 if ! command -v apt-get >/dev/null 2>&1; then
-  notice "apt-get not available: skipping Fashion-MNIST and the Starry Night/Scream paintings (genpipe falls back to MNIST and skimage textures)"
+  notice "apt-get not available: skipping Fashion-MNIST, the Starry Night/Scream paintings (genpipe falls back to MNIST and skimage textures) and Chromium (the report test skips)"
   exit 0
 fi
 SUDO=""
@@ -19,7 +20,8 @@ SUDO=""
 
 have_all() {
   [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] &&
-    [ -f "$PAINTINGS/starry_night.jpg" ] && [ -f "$PAINTINGS/scream.jpg" ]
+    [ -f "$PAINTINGS/starry_night.jpg" ] && [ -f "$PAINTINGS/scream.jpg" ] &&
+    command -v chromium >/dev/null 2>&1
 }
 if have_all; then exit 0; fi
 
@@ -31,6 +33,11 @@ fi
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 \
     || notice "could not install dataset-fashion-mnist: Fashion-MNIST unavailable"
+fi
+
+if ! command -v chromium >/dev/null 2>&1; then
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+    || notice "could not install chromium: the report's browser test skips (and fails on CI)"
 fi
 
 work=$(mktemp -d)

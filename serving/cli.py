@@ -33,6 +33,7 @@ _SERVER_FIELDS = {
     "rest_api_port": "rest_api_port",
     "rest_api_timeout_in_ms": "rest_api_timeout_in_ms",
     "rest_api_num_threads": "rest_api_num_threads",
+    "rest_api_client_timeout_seconds": "rest_api_client_timeout_seconds",
     "grpc_max_threads": "workers",
     "grpc_channel_arguments": "grpc_channel_arguments",
     "max_message_mb": "max_message_mb",
@@ -204,6 +205,14 @@ def register_serve(subparsers: argparse._SubParsersAction) -> None:
         f"(default {flags.REST_API_TIMEOUT_IN_MS})",
     )
     net.add_argument(
+        "--rest_api_client_timeout_seconds",
+        type=float,
+        default=_UNSET,
+        metavar="S",
+        help="drop a REST client whose headers, or any part of its body, take longer than S "
+        f"seconds to arrive (default {flags.REST_API_CLIENT_TIMEOUT_SECONDS:g})",
+    )
+    net.add_argument(
         "--rest_api_num_threads",
         type=int,
         default=_UNSET,
@@ -329,6 +338,7 @@ def _server_options(args: argparse.Namespace):
         metrics_path=metrics_path,
     )
     for flag, value in (
+        ("rest_api_client_timeout_seconds", options.rest_api_client_timeout_seconds),
         ("max_message_mb", options.max_message_mb),
         ("rest_api_num_threads", options.rest_api_num_threads),
         ("grpc_max_threads", options.workers),

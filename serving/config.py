@@ -16,6 +16,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from serving import names
 from serving.errors import invalid_argument
 from serving.protos import MonitoringConfig, SSLConfig
 
@@ -23,8 +24,8 @@ ModelServerConfig = model_server_config_pb2.ModelServerConfig
 ModelConfig = model_server_config_pb2.ModelConfig
 
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
-# Model names travel in REST paths, /v1/models/{name}: no '/' or ':' (TF Serving's URL regex).
-MODEL_NAME = re.compile(r"^[^/:\s]+$")
+# Model names travel in REST paths and become folder names (`serving.names` has the rule).
+MODEL_NAME = names.NAME
 VERSION_DIR = re.compile(r"^\d+$")
 
 
@@ -77,11 +78,10 @@ def validate_config(config: ModelServerConfig) -> None:
         )
     seen: set[str] = set()
     for model in config.model_config_list.config:
-        if not MODEL_NAME.match(model.name):
-            raise invalid_argument(
-                f"model name {model.name!r} is not allowed: use a non-empty name without "
-                "'/', ':' or spaces"
-            )
+        names.check_name(model.name)
+        for label, version in model.version_labels.items():
+            names.check_name(label, f"model {model.name}: version label")
+            names.check_version(version)
         if model.name in seen:
             raise invalid_argument(
                 f"Illegal to list model {model.name} multiple times in config list"
@@ -89,6 +89,8 @@ def validate_config(config: ModelServerConfig) -> None:
         seen.add(model.name)
         if not model.base_path:
             raise invalid_argument(f"model {model.name} has no base_path")
+        if "\0" in model.base_path:
+            raise invalid_argument(f"model {model.name}: base_path holds a NUL byte")
         if model.model_platform not in ("", "tensorflow"):
             raise invalid_argument(
                 f"model {model.name} requests unsupported platform {model.model_platform!r}; "

@@ -13,6 +13,10 @@ HOST = "127.0.0.1"  # genpipe's default; the real server listens everywhere
 GRPC_PORT = 8500
 REST_API_PORT = 8501  # the real server's default is 0 (no REST)
 REST_API_TIMEOUT_IN_MS = 30_000
+# genpipe's: a REST client must send its request line and headers, and then each part of its
+# body, within this many seconds, or its connection is closed (a client that declares a body and
+# never sends it, or speaks TLS to the plain port, would otherwise hold a connection forever).
+REST_API_CLIENT_TIMEOUT_SECONDS = 30.0
 MAX_MESSAGE_MB = 64
 GRPC_MAX_THREADS = 16
 FILE_SYSTEM_POLL_WAIT_SECONDS = 1.0

@@ -130,7 +130,11 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
     def HandleReloadConfigRequest(self, request, context):  # noqa: N802
         def work(record: core.RequestRecord):
-            self.manager.reload_config(request.config)
+            try:
+                self.manager.reload_config(request.config)
+            except ServingError as error:
+                log.error("model config reload refused (%s): %s", error.code.name, error.message)
+                raise
             log.info("model config reloaded: %s", ", ".join(self.manager.model_names()))
             return model_management_pb2.ReloadConfigResponse()
 
@@ -185,6 +189,29 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
         return _DENIALS[handler.request_streaming, handler.response_streaming]
 
 
+class _Registry:
+    """Hands service registrations to a `grpc.Server` and keeps the full method names
+    ("/package.Service/Method") each one adds."""
+
+    def __init__(self, server: grpc.Server):
+        self.server = server
+        self.methods: list[str] = []
+
+    def add_generic_rpc_handlers(self, handlers) -> None:
+        for handler in handlers:
+            # grpc.method_handlers_generic_handler keeps its table by full method name.
+            self.methods += sorted(getattr(handler, "_method_handlers", {}))
+        self.server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service_name: str, method_handlers) -> None:
+        self.server.add_registered_method_handlers(service_name, method_handlers)
+
+
+def registered_methods(server: grpc.Server) -> tuple[str, ...]:
+    """Every method a server from `build_grpc_server` answers, "/package.Service/Method"."""
+    return server.genpipe_methods
+
+
 def build_grpc_server(
     manager: ModelManager,
     metrics: ServingMetrics,
@@ -215,13 +242,15 @@ def build_grpc_server(
         interceptors=interceptors,
         options=options,
     )
+    registry = _Registry(server)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(manager, metrics, batching), server
+        PredictionService(manager, metrics, batching), registry
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        ModelService(manager, metrics), server
+        ModelService(manager, metrics), registry
     )
-    add_generation_service(server, GenerationService(manager, metrics).GenerateStream)
+    add_generation_service(registry, GenerationService(manager, metrics).GenerateStream)
+    server.genpipe_methods = tuple(registry.methods)  # what the auth tests walk
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if tls is None:
         bound = server.add_insecure_port(address)

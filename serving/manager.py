@@ -10,6 +10,9 @@ It follows TF Serving's file-system source and availability-preserving policy:
   serving keep serving;
 - a version no longer aspired unloads once an aspired version is available, and only after the
   requests holding it finish (reference counting); unloading closes its session;
+- a serving version whose folder vanishes or becomes unreadable, or whose saved_model.pb
+  changes, keeps serving the copy in memory (when no other version is ready to take over); the
+  problem is logged and shown in GetModelStatus (AVAILABLE, code OK, an error_message);
 - version labels map names to versions; a label may only point at an available version unless
   the server allows labels for unavailable versions.
 """
@@ -32,7 +35,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import get_model_status_pb2
 
 from serving import config as config_lib
-from serving import flags
+from serving import flags, names
 from serving.errors import (
     ServingError,
     clean_tf_message,
@@ -109,9 +112,14 @@ class _Version:
         self.failed_fingerprint: tuple | None = None
         self.retries = 0  # load retries since the files last changed
         self.retry_at = 0.0  # time.monotonic() of the next allowed retry
+        self.loaded_fingerprint: tuple | None = None  # saved_model.pb when it loaded
+        # Why a serving version's files no longer match what it serves (reported with OK).
+        self.warning = ""
 
     def status(self) -> VersionStatus:
         if self.error is None:
+            if self.warning and self.state == AVAILABLE:
+                return VersionStatus(self.version, self.state, error_message=self.warning)
             return VersionStatus(self.version, self.state)
         return VersionStatus(self.version, self.state, self.error.code, self.error.message)
 
@@ -232,6 +240,11 @@ class ModelManager:
         configured = {model.name for model in models}
         for model in models:
             ready = self._ready_versions(model.base_path)
+            self._check_serving_files(model, ready)
+            with self._lock:
+                serving = bool(self._available(model.name))
+            if not ready and serving:
+                continue  # every version folder vanished: keep serving what is loaded
             aspired = config_lib.aspired_versions(model, ready)
             for version in sorted(aspired, reverse=True):
                 self._maybe_load(model.name, version, ready[version])
@@ -242,31 +255,66 @@ class ModelManager:
             self._retire(name, set())
 
     def _ready_versions(self, base_path: str) -> dict[int, str]:
-        """Version number -> folder, for version folders whose saved_model.pb exists."""
+        """Version number -> folder, for version folders whose saved_model.pb exists (an
+        unreadable folder counts as absent)."""
         try:
-            names = tf.io.gfile.listdir(base_path)
-        except tf.errors.NotFoundError:
+            entries = tf.io.gfile.listdir(base_path)
+        except tf.errors.OpError as error:  # missing, or not readable
             if base_path not in self._missing_paths:  # say it once, not every poll
-                log.warning("base path %s does not exist (yet); polling it", base_path)
+                log.warning("base path %s cannot be listed (%s); polling it", base_path,
+                            type(error).__name__)  # fmt: skip
                 self._missing_paths.add(base_path)
             return {}
         self._missing_paths.discard(base_path)
         ready = {}
-        for name in names:
+        for name in entries:
             name = name.rstrip("/")
             if not config_lib.VERSION_DIR.match(name):
                 continue
             folder = posixpath.join(base_path, name)
-            if tf.io.gfile.isdir(folder) and saved_model_file(folder) is not None:
-                ready[int(name)] = folder
+            try:
+                if tf.io.gfile.isdir(folder) and saved_model_file(folder) is not None:
+                    ready[int(name)] = folder
+            except tf.errors.OpError:
+                continue  # unreadable: not a version the server can load
         return ready
+
+    def _check_serving_files(self, model: config_lib.ModelConfig, ready: dict[int, str]) -> None:
+        """Note (log and GetModelStatus) serving versions whose files vanished or changed on
+        disk: the loaded copy keeps serving, as TF Serving never reloads a version in place."""
+        with self._lock:
+            serving = [
+                entry
+                for entry in self._versions.get(model.name, {}).values()
+                if entry.state == AVAILABLE
+            ]
+        for entry in serving:
+            if entry.version not in ready:
+                warning = (
+                    f"version folder {entry.path} is gone or unreadable; the copy loaded in "
+                    "memory keeps serving until another version is available"
+                )
+            elif self._fingerprint(entry.path) != entry.loaded_fingerprint:
+                warning = (
+                    f"the saved_model.pb of {entry.path} changed on disk after it loaded; the "
+                    "loaded copy keeps serving (push new files as a new version number)"
+                )
+            else:
+                warning = ""
+            if warning and warning != entry.warning:
+                log.error("%s version %d: %s", entry.name, entry.version, warning)
+            entry.warning = warning
 
     @staticmethod
     def _fingerprint(folder: str) -> tuple | None:
-        path = saved_model_file(folder)
-        if path is None:
+        """(file, mtime, size) of a version's saved_model.pb; None when it cannot be read."""
+        try:
+            path = saved_model_file(folder)
+            if path is None:
+                return None
+            stat = tf.io.gfile.stat(path)
+        except tf.errors.OpError:
             return None
-        stat = tf.io.gfile.stat(path)
         return (path, stat.mtime_nsec, stat.length)
 
     def _maybe_load(self, name: str, version: int, folder: str) -> None:
@@ -285,6 +333,7 @@ class ModelManager:
         with self._lock:
             entry.state, entry.error, entry.path = LOADING, None, folder
         log.info("loading %s version %d from %s", name, version, folder)
+        fingerprint = self._fingerprint(folder)  # before reading: a later change is noticed
         servable, failure = None, None
         start = time.perf_counter()
         try:
@@ -308,6 +357,7 @@ class ModelManager:
         servable.observer = self._observe_run  # after warmup: only requests are measured
         with self._lock:
             entry.servable, entry.state, entry.retries = servable, AVAILABLE, 0
+            entry.loaded_fingerprint, entry.warning = fingerprint, ""
         log.info("%s version %d is available", name, version)
 
     def _retry_due(self, entry: _Version) -> bool:
@@ -393,8 +443,7 @@ class ModelManager:
             _close([closing])
 
     def _resolve(self, name: str, version: int | None, label: str | None) -> _Version:
-        if not name:
-            raise invalid_argument("ModelSpec has no name specified.")
+        names.check_spec(name, version, label)
         if version is not None and label:
             raise invalid_argument(
                 f"Both model version ({version}) and model version label ({label}) cannot be "
@@ -438,8 +487,7 @@ class ModelManager:
         self, name: str, version: int | None = None, label: str | None = None
     ) -> list[VersionStatus]:
         """GetModelStatus: one version, or every version the manager has seen (newest first)."""
-        if not name:
-            raise invalid_argument("ModelSpec has no name specified.")
+        names.check_spec(name, version, label)
         with self._lock:
             versions = self._versions.get(name, {})
             if label:

@@ -18,7 +18,6 @@ fast.
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 import math
 import threading
@@ -29,12 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 from contracts import CONTRACTS, read_sidecar
 from contracts.spec import PIXEL_LIMIT, SIDECAR, Signature, batch_limit
+from serving import image_headers
 from serving.errors import invalid_argument
 
 if TYPE_CHECKING:
     import numpy as np
 
 log = logging.getLogger("genpipe.serving")
+MIN_SIDE_LIMIT = "min_side"  # fast_style's export limit on an image's shorter side
 
 
 @dataclass(frozen=True)
@@ -218,42 +219,62 @@ def check_batch(
             )
 
 
-def image_size(data: bytes) -> tuple[int, int] | None:
-    """(height, width) from a PNG or JPEG header, without decoding; None for other data."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:  # reads the header only
-            if image.format not in ("PNG", "JPEG"):
-                return None
-            width, height = image.size
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None  # not an image the graph decodes: its own checks answer
-    return height, width
+def _image_inputs(signature: Signature) -> list[str]:
+    """The encoded-image inputs of a signature whose contract sets a pixel limit: its string
+    inputs (deepdream's image, style_transfer's content and style, fast_style's image)."""
+    return [tensor.name for tensor in signature.inputs if tensor.dtype == "string"]
 
 
 def check_images(
     servable: Any, signature_name: str, inputs: Mapping[str, np.ndarray]
 ) -> None:
-    """Encoded images a signature enlarges (`Signature.computed_size`) against the export's
-    max_pixels, from their headers: refused before the graph decodes them."""
+    """Every encoded image of a signature whose export sets max_pixels, from its header and
+    before the graph decodes it: PNG or JPEG, at most max_pixels (and at least min_side, when
+    the export sets one), not cut short, and not enlarged past max_pixels by the signature
+    (`Signature.computed_size`, DeepDream's octaves). Grayscale, palette and 16-bit PNGs pass:
+    the graphs decode them to 8-bit RGB."""
     import numpy as np
 
     export = _export(servable)
     signature = export.signature(signature_name) if export else None
-    if signature is None or not signature.computed_size or PIXEL_LIMIT not in export.limits:
+    if signature is None or PIXEL_LIMIT not in export.limits:
         return
     maximum = int(export.limits[PIXEL_LIMIT])
-    for name, rule in signature.computed_size.items():
-        for row, data in enumerate(np.asarray(inputs.get(name, ())).ravel()):
-            size = image_size(bytes(data)) if isinstance(data, bytes) else None
-            if size is None:
+    min_side = int(export.limits.get(MIN_SIDE_LIMIT) or 1)
+    exported = f"the limit {_describe(servable)} was exported with"
+    for name in _image_inputs(signature):
+        for row, data in enumerate(np.asarray(inputs.get(name, ()), dtype=object).ravel()):
+            where = f"input '{name}' (row {row})"
+            try:
+                header = image_headers.read_header(bytes(data))
+            except image_headers.NotAnImage as error:
+                raise invalid_argument(
+                    f"{where}: {signature_name} takes PNG or JPEG bytes; got {error}"
+                ) from error
+            size = f"{header.height}x{header.width}"
+            if header.pixels > maximum:
+                raise invalid_argument(
+                    f"{where}: its {header.format} header declares {size} = {header.pixels} "
+                    f"pixels, over {PIXEL_LIMIT} = {maximum}, {exported}; refused before "
+                    "decoding"
+                )
+            if min(header.height, header.width) < min_side:
+                raise invalid_argument(
+                    f"{where}: a {size} image has a side under {MIN_SIDE_LIMIT} = {min_side}, "
+                    f"{exported}"
+                )
+            if not header.complete:
+                raise invalid_argument(
+                    f"{where}: the {header.format} file is truncated (no end marker in its "
+                    f"{len(data)} bytes); send the whole file"
+                )
+            rule = signature.computed_size.get(name)
+            if rule is None:
                 continue
-            height, width = rule(*size)
+            height, width = rule(header.height, header.width)
             if height * width > maximum:
                 raise invalid_argument(
                     f"input '{name}' (row {row}): {signature_name} computes a "
                     f"{height}x{width} image ({height * width} pixels) from this "
-                    f"{size[0]}x{size[1]} one, over {PIXEL_LIMIT} = {maximum}, the limit "
-                    f"{_describe(servable)} was exported with"
+                    f"{size} one, over {PIXEL_LIMIT} = {maximum}, {exported}"
                 )

@@ -27,8 +27,8 @@ import tornado.web
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
+from serving import names, request_limits, rest_json
 from serving import predict as core
-from serving import request_limits, rest_json
 from serving.batching import BatchScheduler
 from serving.errors import ServingError, http_status, invalid_argument
 from serving.manager import ModelManager
@@ -49,6 +49,16 @@ _MODEL_PATH = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:/versions/(\d+)|/labels/([^/:]+))?(?:/(metadata))?",
     re.IGNORECASE,
 )
+
+# Every URL `RestApi` answers (the two regexes above parse them), as (method, template);
+# `RestServer.endpoints` adds the metrics page.
+ENDPOINTS = tuple(
+    (method, f"/v1/models/{{name}}{where}{suffix}")
+    for method, suffixes in (("GET", ("", "/metadata")), ("POST", (":predict", ":classify",
+                                                                   ":regress")))
+    for suffix in suffixes
+    for where in ("", "/versions/{version}", "/labels/{label}")
+)  # fmt: skip
 
 
 def _error_body(error: ServingError) -> bytes:
@@ -168,7 +178,7 @@ class RestApi:
 
 
 def _version(text: str | None) -> int | None:
-    return int(text) if text else None
+    return names.parse_version(text) if text else None
 
 
 def _label(text: str | None) -> str | None:
@@ -292,11 +302,14 @@ class RestServer:
         ssl_context=None,
         metrics_path: str | None = None,
         workers: int = 16,
+        client_timeout: float | None = None,
     ):
         self.api = api
+        self.client_timeout = client_timeout  # None: Tornado's (an hour for headers, no body)
         self.metrics = metrics
         self.token = token
         self.max_body_bytes = max_body_bytes
+        self.metrics_path = metrics_path
         self.executor = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rest")
         routes: list = []
         if metrics_path:
@@ -316,6 +329,11 @@ class RestServer:
         self._thread: threading.Thread | None = None
         self._active = 0
         self._active_lock = threading.Lock()
+
+    def endpoints(self) -> list[tuple[str, str]]:
+        """(method, URL template) of everything this server answers besides 404s."""
+        page = [("GET", self.metrics_path)] if self.metrics_path else []
+        return page + list(ENDPOINTS)
 
     def started(self) -> None:
         with self._active_lock:
@@ -339,6 +357,8 @@ class RestServer:
             ssl_options=self._ssl_context,
             max_body_size=self.max_body_bytes,
             xheaders=False,
+            idle_connection_timeout=self.client_timeout,
+            body_timeout=self.client_timeout,
         )
         self._http.add_sockets(self._sockets)
         self._loop.call_soon(ready.set)

@@ -51,6 +51,11 @@ def parse_body(body: bytes) -> dict[str, Any]:
         document = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise invalid_argument(f"JSON Parse error: {error}") from error
+    except ValueError as error:  # an integer literal of more digits than Python converts
+        raise invalid_argument(
+            f"JSON Parse error: a number is too long ({error}); numbers must fit the input's "
+            "dtype"
+        ) from error
     except RecursionError as error:
         raise invalid_argument(
             "JSON Parse error: lists or objects nested too deeply (tensors have at most "
@@ -73,7 +78,10 @@ def signature_name(document: Mapping[str, Any]) -> str:
 
 
 def _short(value: Any, limit: int = 120) -> str:
-    text = json.dumps(value)
+    try:
+        text = json.dumps(value)
+    except (RecursionError, ValueError):
+        text = f"<a JSON {type(value).__name__}>"
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -131,7 +139,14 @@ def _type_error(name: str, leaf: Any, dtype: int) -> Exception:
 
 def _string_leaf(leaf: Any, name: str, dtype: int) -> bytes:
     if isinstance(leaf, str):
-        return leaf.encode("utf-8")
+        try:
+            return leaf.encode("utf-8")
+        except UnicodeEncodeError as error:  # a lone UTF-16 surrogate, "\ud800"
+            raise invalid_argument(
+                f"input '{name}': string {_short(leaf)} is not valid Unicode (a lone UTF-16 "
+                f"surrogate at position {error.start}); send text as UTF-8, bytes as "
+                '{"b64": "..."}'
+            ) from error
     if _is_b64(leaf):
         try:
             return base64.b64decode(leaf["b64"], validate=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import posixpath
 import threading
 import time
+import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
@@ -201,14 +202,27 @@ def read_meta_graph(
     with tf.io.gfile.GFile(path, "rb") as handle:
         data = handle.read()
     try:
-        if path.endswith(".pbtxt"):
-            text_format.Parse(data.decode(), saved_model)
-        else:
-            saved_model.ParseFromString(data)
+        with warnings.catch_warnings(record=True) as warned:
+            # protobuf warns, not raises, when bytes stop parsing midway ("Not all data ...").
+            warnings.simplefilter("always", RuntimeWarning)
+            if path.endswith(".pbtxt"):
+                text_format.Parse(data.decode(), saved_model)
+            else:
+                saved_model.ParseFromString(data)
     except (DecodeError, text_format.ParseError, UnicodeDecodeError) as error:
         raise ServingError(
             grpc.StatusCode.DATA_LOSS, f"{path} is not a SavedModel protobuf: {error}"
         ) from error
+    partial = [w.message for w in warned if issubclass(w.category, RuntimeWarning)]
+    if partial:
+        raise ServingError(
+            grpc.StatusCode.DATA_LOSS, f"{path} is not a SavedModel protobuf: {partial[0]}"
+        )
+    if not saved_model.meta_graphs:
+        raise ServingError(
+            grpc.StatusCode.DATA_LOSS,
+            f"{path} is not a SavedModel protobuf: it holds no MetaGraphDef ({len(data)} bytes)",
+        )
     wanted = set(tags)
     for meta_graph in saved_model.meta_graphs:
         if set(meta_graph.meta_info_def.tags) == wanted:

@@ -10,7 +10,7 @@ from serving import config as config_lib
 from serving import flags
 from serving.batching import BatchScheduler, read_batching_parameters
 from serving.config import ModelServerConfig
-from serving.grpc_service import build_grpc_server
+from serving.grpc_service import build_grpc_server, registered_methods
 from serving.manager import LoadOptions, ModelManager
 from serving.metrics import ServingMetrics
 from serving.rest import RestApi, RestServer
@@ -34,6 +34,8 @@ class ServerOptions:
     rest_api_port: int = flags.REST_API_PORT  # 0 disables REST
     rest_api_timeout_in_ms: int = flags.REST_API_TIMEOUT_IN_MS  # 0 or less: no timeout
     rest_api_num_threads: int = field(default_factory=flags.rest_api_num_threads)
+    # Headers, and each read of the body, must arrive within it; a silent client is dropped.
+    rest_api_client_timeout_seconds: float = flags.REST_API_CLIENT_TIMEOUT_SECONDS
     max_message_mb: int = flags.MAX_MESSAGE_MB
     tls: TlsConfig | None = None
     token: str | None = None
@@ -95,6 +97,7 @@ class ModelServer:
                 ssl_context=options.tls.ssl_context() if options.tls else None,
                 metrics_path=options.metrics_path,
                 workers=options.rest_api_num_threads,
+                client_timeout=options.rest_api_client_timeout_seconds,
             )
             self.rest_port = self._rest.port
         self._grpc.start()
@@ -139,6 +142,12 @@ class ModelServer:
         return (
             f"genpipe model server: {', '.join(parts)}; models: {', '.join(served) or 'none'}{auth}"
         )
+
+    def endpoints(self) -> dict[str, list[tuple[str, str]]]:
+        """What the started server answers, as registered: gRPC ("grpc", full method name)
+        and REST (method, URL template) pairs, by protocol."""
+        grpc_methods = [("grpc", method) for method in registered_methods(self._grpc)]
+        return {"grpc": grpc_methods, "rest": self._rest.endpoints() if self._rest else []}
 
     def wait(self) -> None:
         """Block until the gRPC server stops."""

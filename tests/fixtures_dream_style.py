@@ -43,29 +43,26 @@ def run_cli(*argv: str) -> tuple[int, str]:
     return code, out.getvalue()
 
 
-def _run(root: Path, runs: dict[str, tuple[str, ...]]) -> SmokeRoot:
+def _run(root: Path, argv: tuple[str, ...], pipeline_names: tuple[str, ...]) -> SmokeRoot:
+    """`genpipe run ARGV --profile smoke` once under `root`; the named pipelines' summaries."""
     from pipeline.runner import latest_run
 
-    output, summaries = [], {}
-    for pipeline_name, argv in runs.items():
-        code, text = run_cli("run", *argv, "--profile", "smoke", "--root", str(root))
-        output.append(text)
-        assert code == 0, text
-        summaries[pipeline_name] = latest_run(RootLayout(str(root)).metadata_config(),
-                                              pipeline_name)
-    return SmokeRoot(root, summaries, "\n".join(output))
+    code, text = run_cli("run", *argv, "--profile", "smoke", "--root", str(root))
+    assert code == 0, text
+    metadata = RootLayout(str(root)).metadata_config()
+    return SmokeRoot(root, {name: latest_run(metadata, name) for name in pipeline_names}, text)
 
 
 @pytest.fixture(scope="session")
 def dream_style_smoke_root(tmp_path_factory: pytest.TempPathFactory) -> SmokeRoot:
-    """`genpipe run dream` and `genpipe run style` on the smoke profile (packaged ImageNet
-    weights; about 30 s of work on 2 cores)."""
+    """`genpipe run dream,style` on the smoke profile: both pipelines in one invocation, one ML
+    Metadata store (packaged ImageNet weights; about 30 s of work on 2 cores)."""
     root = tmp_path_factory.mktemp("dream_style")
-    return _run(root, {"deepdream-smoke": ("dream",), "style-transfer-smoke": ("style",)})
+    return _run(root, ("dream,style",), ("deepdream-smoke", "style-transfer-smoke"))
 
 
 @pytest.fixture(scope="session")
 def fast_style_smoke_root(tmp_path_factory: pytest.TempPathFactory) -> SmokeRoot:
     """`genpipe run fast-style --style scream` on the smoke profile (a few training steps)."""
     root = tmp_path_factory.mktemp("fast_style")
-    return _run(root, {"fast-style-scream-smoke": ("fast-style", "--style", "scream")})
+    return _run(root, ("fast-style", "--style", "scream"), ("fast-style-scream-smoke",))

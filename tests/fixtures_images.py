@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from pipeline.profiles import with_settings
 from pipeline.runner import DEFAULT_BEAM_ARGS, RootLayout, RunSummary
 
 
@@ -21,7 +22,7 @@ class ImageSmokeRun:
     """The first run of a smoke image pipeline under a temporary root, and how to run it again."""
 
     root: Path
-    model: Any  # pipeline.images.VAE or GAN
+    model: Any  # pipeline.registry.MODELS["vae"] or ["gan"]
     profile: Any  # its smoke VaeProfile / GanProfile
     first: RunSummary
 
@@ -31,30 +32,31 @@ class ImageSmokeRun:
 
     @property
     def serving_dir(self) -> str:
-        return self.layout.serving_dir(self.model.name)
+        return self.layout.serving_dir(self.model.served_name())
 
-    def pipeline(self, **profile_changes: Any) -> Any:
-        """The same pipeline (same name, root and metadata), with some profile fields changed."""
-        from pipeline import images
+    def pipeline(self, part: str | None = None, **changes: Any) -> Any:
+        """The same pipeline (same name, root and metadata), with some fields of one part of
+        the profile changed (`pipeline("evaluator", max_negative_elbo=1.0)`)."""
+        from pipeline.factory import create_pipeline
 
-        profile = dataclasses.replace(self.profile, **profile_changes)
-        name = images.pipeline_name(self.model, profile)
-        return images.create_pipeline(
+        profile = with_settings(self.profile, part, **changes) if part else self.profile
+        name = self.model.pipeline_name(profile.name)
+        return create_pipeline(
             model=self.model,
+            profile=profile,
             pipeline_name=name,
             pipeline_root=self.layout.pipeline_root(name),
             serving_dir=self.serving_dir,
-            profile=profile,
-            dataset="mnist",
+            data=self.model.data_knobs(profile, "mnist"),
             metadata_connection_config=self.layout.metadata_config(),
             beam_pipeline_args=DEFAULT_BEAM_ARGS,
         )
 
-    def run(self, **profile_changes: Any) -> RunSummary:
+    def run(self, part: str | None = None, **changes: Any) -> RunSummary:
         """Runs the pipeline again (components with unchanged inputs come from the cache)."""
         from pipeline.runner import run_local
 
-        return run_local(self.pipeline(**profile_changes))
+        return run_local(self.pipeline(part, **changes))
 
 
 @pytest.fixture(scope="session")
@@ -70,16 +72,14 @@ def _first_run(root: Path, model: Any, profile: Any) -> ImageSmokeRun:
 @pytest.fixture(scope="session")
 def vae_smoke_run(image_pipelines_root: Path) -> ImageSmokeRun:
     """The smoke VAE pipeline, run once per test session (about a minute on 2 cores)."""
-    from pipeline.images import VAE
-    from pipeline.profiles import VAE_PROFILES
+    from pipeline.registry import MODELS
 
-    return _first_run(image_pipelines_root, VAE, VAE_PROFILES["smoke"])
+    return _first_run(image_pipelines_root, MODELS["vae"], MODELS["vae"].profiles["smoke"])
 
 
 @pytest.fixture(scope="session")
 def gan_smoke_run(image_pipelines_root: Path) -> ImageSmokeRun:
     """The smoke DCGAN pipeline, run once per test session (about a minute on 2 cores)."""
-    from pipeline.images import GAN
-    from pipeline.profiles import GAN_PROFILES
+    from pipeline.registry import MODELS
 
-    return _first_run(image_pipelines_root, GAN, GAN_PROFILES["smoke"])
+    return _first_run(image_pipelines_root, MODELS["gan"], MODELS["gan"].profiles["smoke"])

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.profiles import TEXT_PROFILES, TextProfile
+from pipeline.profiles import TEXT_PROFILES, TextProfile, with_settings
 from pipeline.runner import DEFAULT_BEAM_ARGS, RootLayout, RunSummary
 
 
@@ -29,27 +29,30 @@ class TextSmokeRun:
     def layout(self) -> RootLayout:
         return RootLayout(str(self.root))
 
-    def pipeline(self, **profile_changes: Any) -> Any:
-        """The same pipeline (same name, root and metadata), with some profile fields changed."""
-        from pipeline.text import MODEL_NAME, create_pipeline, pipeline_name
+    def pipeline(self, part: str | None = None, **changes: Any) -> Any:
+        """The same pipeline (same name, root and metadata), with some fields of one part of
+        the profile changed (`pipeline("evaluator", perplexity_threshold=1.0)`)."""
+        from pipeline.factory import create_pipeline
+        from pipeline.registry import MODELS
 
-        profile = dataclasses.replace(self.profile, **profile_changes)
-        name = pipeline_name(profile)
+        model = MODELS["text"]
+        profile = with_settings(self.profile, part, **changes) if part else self.profile
+        name = model.pipeline_name(profile.name)
         return create_pipeline(
+            model=model,
+            profile=profile,
             pipeline_name=name,
             pipeline_root=self.layout.pipeline_root(name),
-            serving_dir=self.layout.serving_dir(MODEL_NAME),
-            profile=profile,
-            source="offline",
+            serving_dir=self.layout.serving_dir(model.served_name()),
             metadata_connection_config=self.layout.metadata_config(),
             beam_pipeline_args=DEFAULT_BEAM_ARGS,
         )
 
-    def run(self, **profile_changes: Any) -> RunSummary:
+    def run(self, part: str | None = None, **changes: Any) -> RunSummary:
         """Runs the pipeline again (components with unchanged inputs come from the cache)."""
         from pipeline.runner import run_local
 
-        return run_local(self.pipeline(**profile_changes))
+        return run_local(self.pipeline(part, **changes))
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from pipeline.cli import main
-from pipeline.run_cli import TARGETS
+from pipeline.registry import MODEL_NAMES
 
 IMAGE = "registry.example/genpipe:0123abc"
 ROOT = "gs://bucket/genpipe"
@@ -43,7 +43,7 @@ def specs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Every model's smoke pipeline compiled to .yaml through `genpipe run --compile-only`."""
     folder = tmp_path_factory.mktemp("specs")
     paths = {}
-    for model in TARGETS:
+    for model in MODEL_NAMES:
         paths[model] = folder / f"{model}.yaml"
         assert compile_cli(model, paths[model]) == 0
     return paths
@@ -57,7 +57,7 @@ def spec_dict(path: Path) -> dict[str, Any]:
     return json_format.MessageToDict(_extract_pipeline_yaml(str(path)).pipeline_spec)
 
 
-@pytest.mark.parametrize("model", list(TARGETS))
+@pytest.mark.parametrize("model", list(MODEL_NAMES))
 def test_compiled_yaml_loads_with_kfp_and_has_only_container_executors(specs, model):
     from kfp.components import load_component_from_file
 
@@ -73,7 +73,7 @@ def test_compiled_yaml_loads_with_kfp_and_has_only_container_executors(specs, mo
     assert component.name == spec["pipelineInfo"]["name"]
 
 
-@pytest.mark.parametrize("model", list(TARGETS))
+@pytest.mark.parametrize("model", list(MODEL_NAMES))
 def test_runtime_parameters_are_root_inputs_with_defaults(specs, model):
     spec = spec_dict(specs[model])
     declared = spec["root"].get("inputDefinitions", {}).get("parameters", {})
@@ -422,3 +422,14 @@ def test_lookup_component_outputs_a_copy_or_a_placeholder_the_evaluators_read(tm
         assert placeholder.get_int_custom_property("blessed") == 0
     with pytest.raises(ValueError, match="allowed: grpc://HOST:PORT"):
         run_lookup("vae-smoke", "mysql://db")
+
+
+def test_compiled_specs_read_the_curated_schema_where_the_image_holds_it(specs):
+    from components.schemas import IMAGE_SCHEMA_DIR
+
+    dockerfile = (Path(__file__).parent.parent / "Dockerfile").read_text()
+    workdir = next(line.split()[1] for line in dockerfile.splitlines()
+                   if line.startswith("WORKDIR"))
+    assert "COPY components components" in dockerfile
+    assert IMAGE_SCHEMA_DIR == f"{workdir}/components/schemas"
+    assert f"{IMAGE_SCHEMA_DIR}/digits.pbtxt" in specs["vae"].read_text()

@@ -71,6 +71,7 @@ def _module_distributions() -> dict[str, set[str]]:
     for module, names in importlib.metadata.packages_distributions().items():
         found.setdefault(module, set()).update(_normalized(n) for n in names)
     for dist in importlib.metadata.distributions():
+        name = _normalized(dist.metadata["Name"])  # read once: each access re-parses the file
         for file in dist.files or ():
             parts = file.parts
             if parts[0] == ".." or parts[0].endswith((".dist-info", ".egg-info")):
@@ -80,7 +81,7 @@ def _module_distributions() -> dict[str, set[str]]:
             parts = (*parts[:-1], parts[-1].split(".")[0])
             for depth in range(1, min(3, len(parts)) + 1):
                 module = ".".join(parts[:depth])
-                found.setdefault(module, set()).add(_normalized(dist.metadata["Name"]))
+                found.setdefault(module, set()).add(name)
     return found
 
 

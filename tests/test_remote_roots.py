@@ -150,3 +150,15 @@ def test_the_fast_style_trainer_writes_its_metrics_on_ram(ram):
     write_metrics(f"{ram}/run", {"train_loss": 1.5})
     assert json.loads(_read(f"{ram}/run/{METRICS_FILE}")) == {"train_loss": 1.5}
 
+
+
+def test_the_contract_sidecar_is_written_and_read_on_ram(ram):
+    import contracts
+
+    contract = contracts.contract_for("vae")
+    written = contracts.write_sidecar(f"{ram}/export", contract, "vae", ["decode"],
+                                      contract.limits, {"latent_dim": 2})
+    assert fileio.exists(f"{ram}/export/{contracts.SIDECAR}")
+    assert contracts.read_sidecar(f"{ram}/export") == written
+    with pytest.raises(FileNotFoundError, match="no contract sidecar"):
+        contracts.read_sidecar(f"{ram}/elsewhere")

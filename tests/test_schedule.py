@@ -20,7 +20,7 @@ import pytest
 
 from pipeline import cli, schedule
 from pipeline.profiles import PROFILE_NAMES
-from pipeline.run_cli import TARGETS
+from pipeline.registry import MODEL_NAMES
 
 GENPIPE = Path(sys.executable).parent / "genpipe"
 EVERY_2_S = "*/2 * * * * *"  # 6 fields, seconds first
@@ -209,7 +209,7 @@ def test_a_model_entry_runs_genpipe_run_with_its_profile_and_root():
     [
         (["--models", "text", "--cron", "61 * * * *"], ["--cron '61 * * * *'", "'0 3 * * *'"]),
         (["--models", "text", "nope", "--cron", "0 3 * * *"],
-         ["--models 'nope': unknown", ", ".join(TARGETS)]),
+         ["--models 'nope': unknown", ", ".join(MODEL_NAMES)]),
         (["--models", "text", "--profile", "huge", "--cron", "0 3 * * *"],
          ["--profile 'huge'", ", ".join(PROFILE_NAMES)]),
         (["--models", "text", "--missed", "never", "--cron", "0 3 * * *"],

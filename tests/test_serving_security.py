@@ -215,3 +215,87 @@ def test_bad_security_flags_are_clear_errors(argv, needle):
     with pytest.raises(ValueError) as caught:
         cli._server_options(_serve_args(*argv))
     assert needle in str(caught.value)
+
+
+# -- every endpoint, as the server registered it ------------------------------------------------
+
+# Methods any version of the server must keep: the walk below must have found at least these.
+KNOWN_METHODS = {
+    "/tensorflow.serving.PredictionService/Predict",
+    "/tensorflow.serving.PredictionService/Classify",
+    "/tensorflow.serving.PredictionService/Regress",
+    "/tensorflow.serving.PredictionService/GetModelMetadata",
+    "/tensorflow.serving.ModelService/GetModelStatus",
+    "/tensorflow.serving.ModelService/HandleReloadConfigRequest",
+    "/genpipe.serving.GenerationService/GenerateStream",
+}
+
+
+def _grpc_code(channel, method: str, metadata) -> grpc.StatusCode:
+    """The status of an empty request to ``method`` (read as a stream: fits unary methods too)."""
+    call = channel.unary_stream(method)
+    try:
+        for _ in call(b"", timeout=10, metadata=metadata):
+            pass
+    except grpc.RpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK
+
+
+def test_every_grpc_method_the_server_registers_needs_the_token(server, secure_channel):
+    methods = [method for _, method in server.endpoints()["grpc"]]
+    assert KNOWN_METHODS <= set(methods), sorted(methods)
+    for method in methods:
+        for metadata in (None, bearer("wrong"), [("authorization", f"Basic {TOKEN}")]):
+            assert _grpc_code(secure_channel, method, metadata) == (
+                grpc.StatusCode.UNAUTHENTICATED
+            ), (method, metadata)
+        # With the token the same empty request reaches the method (which may refuse it).
+        answered = _grpc_code(secure_channel, method, bearer(TOKEN))
+        assert answered not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNIMPLEMENTED) \
+            or method.endswith(("/Classify", "/Regress", "/MultiInference")), (method, answered)
+    unknown = "/tensorflow.serving.PredictionService/NoSuchMethod"
+    assert _grpc_code(secure_channel, unknown, None) == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_every_rest_url_the_server_registers_needs_the_token(server, pki):
+    endpoints = server.endpoints()["rest"]
+    assert ("GET", METRICS) in endpoints and ("POST", "/v1/models/{name}:predict") in endpoints
+    base = f"https://localhost:{server.rest_port}"
+    verify = str(pki / "cert.pem")
+    body = {"instances": [1.0]}
+    for method, template in [*endpoints, ("GET", "/no/such/page")]:
+        url = base + template.format(name="counter", version=7, label="stable")
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+            answer = requests.request(method, url, json=body, headers=headers, verify=verify,
+                                      timeout=10)  # fmt: skip
+            assert answer.status_code == 401, (method, url, headers, answer.text[:200])
+        allowed = requests.request(method, url, json=body, verify=verify, timeout=10,
+                                   headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
+        assert allowed.status_code != 401, (method, url)
+
+
+def test_with_client_certificates_a_client_without_one_is_refused(pki, tmp_path):
+    """client_verify: the server's own self-signed certificate is the only client CA."""
+    key, cert = (pki / "key.pem").read_bytes(), (pki / "cert.pem").read_bytes()
+    toy_models.export_and_push(toy_models.CounterModel(7), tmp_path / "counter", 7)
+    tls = TlsConfig(key=key, cert=cert, client_ca=cert, client_verify=True)
+    options = ServerOptions(port=free_port(), rest_api_port=free_port(), tls=tls)
+    with ModelServer(build_manager(models_root=str(tmp_path), poll_wait_seconds=0), options) as s:
+        address = f"localhost:{s.grpc_port}"
+        without = grpc.ssl_channel_credentials(cert)
+        with_cert = grpc.ssl_channel_credentials(cert, private_key=key, certificate_chain=cert)
+        with grpc.secure_channel(address, without) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.Predict(counter_request(), timeout=10)
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        with grpc.secure_channel(address, with_cert) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            assert stub.Predict(counter_request(), timeout=10).model_spec.version.value == 7
+        url = f"https://localhost:{s.rest_port}/v1/models/counter"
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(url, verify=str(pki / "cert.pem"), timeout=10)
+        answer = requests.get(url, verify=str(pki / "cert.pem"), timeout=10,
+                              cert=(str(pki / "cert.pem"), str(pki / "key.pem")))  # fmt: skip
+        assert answer.status_code == 200

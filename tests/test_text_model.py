@@ -24,7 +24,7 @@ from models.text.export import export_text_lm
 from models.text.generator import TextGenerator
 from models.text.lm import build_lm, build_unigram_lm, compile_lm
 from models.text.metrics import masked_nll, perplexity
-from models.text.samplers import filter_top_k_top_p, inverse_cdf
+from models.text.samplers import filter_top_k_top_p, inverse_cdf, make_sampler, needs_filtering
 from models.text.standardize import (
     PAD_ID,
     UNK_ID,
@@ -361,6 +361,29 @@ def test_two_level_inverse_cdf_follows_the_probabilities():
     for row in range(3):
         counts = np.bincount(sampled[rows == row], minlength=1000) / draws
         np.testing.assert_allclose(counts, probabilities[row], atol=2 / draws)
+
+
+def test_greedy_rows_take_the_first_argmax_through_the_sampling_path():
+    # Greedy rows go through softmax and the inverse CDF (temperature 2^-100, uniform 0): ties,
+    # near-ties, banned words and large logits must still give exactly the first argmax.
+    rng = np.random.default_rng(9)
+    logits = rng.normal(size=(6, 300)).astype(np.float32) * 4
+    logits[0, [7, 250]] = logits[0].max() + 1.0  # a tie: the first one wins
+    logits[1, 5] = np.nextafter(logits[1].max(), np.float32(np.inf))  # one ulp above the rest
+    logits[2, :3] = -np.inf  # banned words
+    logits[3] *= 1e6
+    logits[4] = 0.0  # all equal: word 0
+    logits[5, 299] = logits[5].max() + 1e-3
+    count = len(logits)
+    for filtering, top_k in [(False, 0), (True, 0), (True, 5)]:
+        sampler = make_sampler(
+            tf.zeros([count]), tf.fill([count], top_k), tf.ones([count]), filtering=filtering
+        )
+        uniforms = tf.constant(rng.random(count), tf.float32)  # ignored by greedy rows
+        chosen = sampler(tf.constant(logits), uniforms).numpy()
+        np.testing.assert_array_equal(chosen, np.argmax(logits, axis=1))
+    assert not needs_filtering(tf.zeros([2]), tf.constant([5, 0]), tf.constant([1.0, 0.5]))
+    assert needs_filtering(tf.constant([0.0, 1.0]), tf.constant([0, 0]), tf.constant([1.0, 0.5]))
 
 
 def test_unigram_baseline_generates_through_the_same_code(corpus):

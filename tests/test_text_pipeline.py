@@ -17,9 +17,11 @@ from pipeline import cli
 from pipeline.profiles import PROFILE_NAMES, TEXT_PROFILES, get_profile
 
 UPSTREAM = (
-    "TextExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "AnomalyGate",
-    "Transform", "Trainer",
+    "TextExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform",
+    "Trainer",
 )
+# May run again on a later identical run: the drift check then has the first run's statistics.
+DATA_GATE = ("DistributionValidator", "AnomalyGate")
 
 
 def versions(serving_dir: str) -> list[str]:
@@ -61,10 +63,12 @@ def test_a_failing_component_is_named_and_the_run_exits_non_zero(tmp_path, capsy
 def test_profiles_are_data_and_book_matches_the_chapter():
     assert set(TEXT_PROFILES) == set(PROFILE_NAMES)
     book = TEXT_PROFILES["book"]
-    assert (book.vocab_size, book.sequence_length, book.embed_dim, book.latent_dim) == (
-        15000, 100, 256, 2048,
-    )
-    assert (book.num_heads, book.epochs) == (2, 200)
+    assert (book.transform.vocab_size, book.transform.sequence_length) == (15000, 100)
+    assert (book.trainer.embed_dim, book.trainer.latent_dim) == (256, 2048)
+    assert (book.trainer.num_heads, book.trainer.epochs) == (2, 200)
+    for profile in TEXT_PROFILES.values():  # the Trainer's window is the Transform's
+        assert profile.trainer.sequence_length == profile.transform.sequence_length
+        assert profile.evaluator.batch_size == profile.trainer.batch_size
     with pytest.raises(ValueError, match="allowed: smoke, demo, book"):
         get_profile(TEXT_PROFILES, "tiny")
 
@@ -201,12 +205,13 @@ def test_anomaly_gate_stops_the_run_naming_each_anomaly(tmp_path):
 
 
 def test_kubeflow_v2_spec_compiles_offline(tmp_path):
+    from pipeline.factory import build_pipeline
     from pipeline.kubeflow import compile_pipeline
+    from pipeline.registry import MODELS
     from pipeline.runner import RunOptions
-    from pipeline.text import build_pipeline
 
     options = RunOptions(profile="smoke", root="gs://bucket/genpipe")
-    spec = compile_pipeline(build_pipeline(options, for_local_run=False),
+    spec = compile_pipeline(build_pipeline(MODELS["text"], options, for_local_run=False),
                             str(tmp_path / "t.yaml"), image="genpipe:test")
     tasks = spec["root"]["dag"]["tasks"]
     assert {"TextExampleGen", "Transform", "Trainer", "TextLmEvaluator", "ServingValidator",
@@ -240,7 +245,7 @@ def test_publish_version_is_a_rename_of_a_complete_folder(tmp_path):
 @pytest.mark.slow
 def test_examples_artifact_records_split_and_cleaning_counts(text_smoke_run):
     counts = text_smoke_run.first.output("TextExampleGen", "examples").properties
-    assert counts["documents_read"] == text_smoke_run.profile.max_documents
+    assert counts["documents_read"] == text_smoke_run.profile.ingestion.max_documents
     dropped = sum(counts[k] for k in (
         "undecodable_documents", "empty_documents", "duplicate_documents",
     ))
@@ -256,7 +261,7 @@ def test_vocabulary_travels_with_the_model(text_smoke_run):
 
     graph = text_smoke_run.first.output("Transform", "transform_graph").uri
     words = Path(graph, "transform_fn", "assets", VOCABULARY_NAME).read_text().splitlines()
-    assert 100 < len(words) <= text_smoke_run.profile.vocab_size - 2
+    assert 100 < len(words) <= text_smoke_run.profile.transform.vocab_size - 2
     assert "" not in words and "[UNK]" not in words
     pushed = text_smoke_run.first.output("Pusher", "pushed_model").properties
     exported = Path(pushed["pushed_destination"], "assets", "vocabulary.txt").read_text()
@@ -273,11 +278,12 @@ def test_transformed_examples_are_shifted_id_sequences(text_smoke_run):
     first = text_smoke_run.first
     transform = tft.TFTransformOutput(first.output("Transform", "transform_graph").uri)
     examples = first.output("Transform", "transformed_examples").uri
-    length = text_smoke_run.profile.sequence_length
+    length = text_smoke_run.profile.transform.sequence_length
     batches = list(lm_dataset([os.path.join(examples, "Split-eval", "*")], transform, 1000))
     inputs, targets = (np.concatenate([b[i].numpy() for b in batches]) for i in (0, 1))
     assert inputs.shape == targets.shape and inputs.shape[1] == length
-    assert inputs.dtype == np.int64 and tf.reduce_max(inputs) < text_smoke_run.profile.vocab_size
+    assert inputs.dtype == np.int64
+    assert tf.reduce_max(inputs) < text_smoke_run.profile.transform.vocab_size
     np.testing.assert_array_equal(inputs[:, 1:], targets[:, :-1])
     assert (inputs[:, 0] > 0).all() and (targets == 0).any()  # documents start; short ones pad
 
@@ -343,6 +349,8 @@ def test_second_identical_run_from_the_command_line_is_served_from_cache(text_sm
     assert second.run_id != text_smoke_run.first.run_id
     for node_id in UPSTREAM:
         assert second.components[node_id].state == "CACHED", node_id
+    for node_id in DATA_GATE:  # same data as before: no drift, the run goes on
+        assert second.components[node_id].state in ("COMPLETE", "CACHED"), node_id
     first_model = text_smoke_run.first.output("Trainer", "model")
     assert second.output("Trainer", "model").id == first_model.id
     blessing = second.output("TextLmEvaluator", "blessing").properties  # re-scored: new baseline
@@ -356,7 +364,7 @@ def test_second_identical_run_from_the_command_line_is_served_from_cache(text_sm
 def test_model_over_an_impossible_threshold_is_not_pushed(text_smoke_run):
     serving = text_smoke_run.layout.serving_dir("text_lm")
     before = versions(serving)
-    run = text_smoke_run.run(perplexity_threshold=1.0)
+    run = text_smoke_run.run("evaluator", perplexity_threshold=1.0)
     assert run.components["Trainer"].state == "CACHED"
     blessing = run.output("TextLmEvaluator", "blessing").properties
     assert blessing["blessed"] == 0 and "threshold 1" in blessing["blessing_message"]

@@ -4,18 +4,27 @@ A subclass of `CountingExampleGenExecutor` names its Beam metrics namespace and 
 increments them while reading (`counter(namespace, name).inc()`). After the pipeline finishes,
 every counter, plus `<split>_examples` for each output split, is stored as an int custom property
 of the Examples artifact, so what the ingestion read, dropped and wrote is visible in ML Metadata.
+
+Splits are written as they stream (no shuffle of the examples before writing, unlike TFX's own
+ExampleGens), so the in-memory DirectRunner never holds a whole split.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import apache_beam as beam
 from absl import logging
 from tfx import types
+from tfx.components.example_gen import utils as example_gen_utils
+from tfx.components.example_gen import write_split
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
+from tfx.components.util import examples_utils
+from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
+from tfx.utils import proto_utils
 
 
 def counter(namespace: str, name: str) -> beam.metrics.metric.Metrics.DelegatingCounter:
@@ -70,22 +79,29 @@ class CountingExampleGenExecutor(BaseExampleGenExecutor):
             )
         return splits
 
-    def _make_beam_pipeline(self) -> beam.Pipeline:
-        # Kept so that Do can read the metrics of the finished pipeline (`Pipeline.result`).
-        self._pipeline = super()._make_beam_pipeline()
-        return self._pipeline
-
     def Do(  # noqa: N802 (TFX API)
         self,
         input_dict: dict[str, list[types.Artifact]],
         output_dict: dict[str, list[types.Artifact]],
         exec_properties: dict[str, Any],
     ) -> None:
-        super().Do(input_dict, output_dict, exec_properties)
+        """TFX's ExampleGen `Do` (gzipped TFRecords of tf.Examples) without its shuffle before
+        writing, then the counts stored on the Examples artifact."""
+        self._log_startup(input_dict, output_dict, exec_properties)
         examples = artifact_utils.get_single_instance(output_dict["examples"])
-        split_names = artifact_utils.decode_split_names(examples.split_names)
-        names = (*self.COUNTERS, *(f"{split}_examples" for split in split_names))
-        counts = counter_values(self._pipeline.result, self.METRICS_NAMESPACE, names)
+        splits = split_names(exec_properties)
+        examples.split_names = artifact_utils.encode_split_names(splits)
+        with self._make_beam_pipeline() as pipeline:
+            for name, split in self.GenerateExamplesByBeam(pipeline, exec_properties).items():
+                _ = split | f"WriteSplit[{name}]" >> WriteExamples(
+                    artifact_utils.get_split_uri([examples], name)
+                )
+        examples_utils.set_payload_format(examples, exec_properties["output_data_format"])
+        examples_utils.set_file_format(
+            examples, write_split.to_file_format_str(exec_properties["output_file_format"])
+        )
+        names = (*self.COUNTERS, *(f"{split}_examples" for split in splits))
+        counts = counter_values(pipeline.result, self.METRICS_NAMESPACE, names)
         for name, value in counts.items():
             examples.set_int_custom_property(name, value)
         for name, value in self.string_properties(exec_properties).items():
@@ -95,3 +111,33 @@ class CountingExampleGenExecutor(BaseExampleGenExecutor):
             ", ".join(f"{name}={value}" for name, value in counts.items()),
         )
         self.after_counting(counts, exec_properties)
+
+
+def split_names(exec_properties: dict[str, Any]) -> list[str]:
+    """The output split names an ExampleGen's input and output configs give."""
+    input_config = proto_utils.json_to_proto(
+        exec_properties["input_config"], example_gen_pb2.Input()
+    )
+    output_config = proto_utils.json_to_proto(
+        exec_properties["output_config"], example_gen_pb2.Output()
+    )
+    return example_gen_utils.generate_output_split_names(input_config, output_config)
+
+
+@beam.ptransform_fn
+def WriteExamples(  # noqa: N802 (Beam PTransform naming)
+    examples: beam.PCollection, split_uri: str
+) -> beam.pvalue.PDone:
+    """Writes one split as gzipped TFRecords, each bundle streamed to its own file.
+
+    TFX's `WriteSplit` shuffles first (`Reshuffle`), which holds every example of the split in
+    memory on the DirectRunner; the sources here spread their work before reading instead.
+    """
+    return (
+        examples
+        | "Serialize" >> beam.ParDo(write_split.MaybeSerialize())
+        | "Write" >> beam.io.WriteToTFRecord(
+            os.path.join(split_uri, write_split.DEFAULT_TF_RECORD_FILE_NAME),
+            file_name_suffix=".gz",
+        )
+    )

@@ -15,7 +15,6 @@ TFX tools and the Trainer read them like any ExampleGen output.
 # No `from __future__ import annotations`: the @component decorator reads real annotations.
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 from tfx import v1 as tfx
 from tfx.dsl.io import fileio
@@ -27,16 +26,6 @@ SOURCE_HELP = ("offline (the bundled skimage photos and the darknet photos) or a
 SPLITS = ("train", "eval")
 EVAL_EVERY = 8  # crop k goes to eval when k % EVAL_EVERY == 0
 RECORD_FILE = "data_tfrecord-00000-of-00001.gz"
-
-
-def check_source(source: str, *, must_exist: bool) -> str:
-    """`offline` or a folder (absolute when it must exist here); a ValueError otherwise."""
-    if source == OFFLINE:
-        return source
-    if not source or (must_exist and not Path(source).is_dir()):
-        raise ValueError(f"--source {source!r} is neither 'offline' nor an existing folder; "
-                         f"allowed: {SOURCE_HELP}")
-    return str(Path(source).resolve()) if must_exist else source
 
 
 def photo_names(source: str) -> list[str]:

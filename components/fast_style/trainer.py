@@ -10,7 +10,6 @@ the Trainer's `train_args.num_steps`. Outputs:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from absl import logging
 from tfx.dsl.io import fileio
 
 from components.common.config import settings_from_config
+from components.fast_style.settings import FastStyleSettings
 from contracts.fast_style import model_name
 from models.fast_style import DOWNSAMPLING, export_fast_style, train_fast_style
 from sources import photos
@@ -31,24 +31,6 @@ from sources import photos
 STYLE_HELP = (f"a painting name ({', '.join(photos.PAINTINGS)}), a texture "
               f"({', '.join(photos.TEXTURES)}) or an image file path")
 METRICS_FILE = "metrics.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class FastStyleSettings:
-    """Network size, losses and schedule of one profile, and the style image."""
-
-    style: str = "starry_night"
-    style_size: int = 256  # the style image's longer side during training
-    weights: str = "imagenet"
-    filters: tuple[int, int, int] = (32, 64, 128)
-    num_residual_blocks: int = 5
-    batch_size: int = 4
-    learning_rate: float = 1e-3
-    content_weight: float = 1.0
-    style_weight: float = 5.0
-    tv_weight: float = 1.0
-    max_pixels: int = 2**22
-    seed: int = 0
 
 
 def check_style(style: str) -> str:

@@ -13,6 +13,11 @@ chapter prepares CelebA). Unreadable image files are counted and skipped. The Be
 `images_read`, `corrupt_images`, `examples_written` and `<split>_examples` become int custom
 properties of the Examples artifact (`components.common.example_gen`).
 
+Nothing grows with the data but file names: a folder is listed (names only), the names are
+spread over the workers, then each file is read, decoded and written on its own; examples are
+written without a shuffle (`components.common.example_gen`). Digit sets are arrays of a fixed,
+packaged size, read by `sources.digits`.
+
 `max_images` > 0 reads at most that many images of each source split (digits: the first ones of
 train and of test; a folder: its first `max_images` files in sorted order, then split).
 The component is driver-less: its cache key is the parameters, not the folder's content.
@@ -37,6 +42,7 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from components.common.example_gen import CountingExampleGenExecutor, counter
 from components.images.dataset import DIGIT_SHAPE, in_eval_split, is_digits
+from components.schemas import MEAN_INTENSITY
 from sources.digits import load_digits
 from sources.images import image_files, load_image
 
@@ -54,7 +60,8 @@ def _count(name: str, amount: int = 1) -> None:
 
 
 def image_example(pixels: np.ndarray, label: int | None = None) -> tf.train.Example:
-    """A tf.Example of uint8 pixels [H, W, C] (raw bytes + shape) and an optional label."""
+    """A tf.Example of uint8 pixels [H, W, C] (raw bytes + shape), an optional label, and the
+    mean intensity in [0, 1] that drift detection compares run to run."""
     height, width, channels = pixels.shape
 
     def ints(value: int) -> tf.train.Feature:
@@ -67,6 +74,8 @@ def image_example(pixels: np.ndarray, label: int | None = None) -> tf.train.Exam
         HEIGHT: ints(height),
         WIDTH: ints(width),
         CHANNELS: ints(channels),
+        MEAN_INTENSITY: tf.train.Feature(
+            float_list=tf.train.FloatList(value=[float(pixels.mean()) / 255.0])),
     }
     if label is not None:
         features[LABEL] = ints(label)

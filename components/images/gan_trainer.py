@@ -11,7 +11,6 @@ Trainer's `custom_config` (`GanTrainerSettings`). Outputs:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any
 
@@ -22,26 +21,12 @@ from absl import logging
 
 from components.common.config import settings_from_config
 from components.images.data import image_dataset, image_shape, keras_model_path, model_uri_of
+from components.images.settings import GanTrainerSettings
 from models.gan import GANMonitor, build_gan
 from models.image_exports import export_gan
 
 KERAS_FILE = "generator.keras"
 SAMPLES_DIR = "samples"
-
-
-@dataclasses.dataclass(frozen=True)
-class GanTrainerSettings:
-    """Model size and training schedule of one profile."""
-
-    latent_dim: int = 128
-    width: float = 1.0  # scales every filter count of both networks (1 = the chapter's)
-    batch_size: int = 32
-    epochs: int = 100
-    steps_per_epoch: int = 0  # 0: one full pass over the training split per epoch
-    learning_rate: float = 1e-4
-    adam_beta_1: float = 0.9  # the chapter keeps Adam's default; 0.5 (DCGAN paper) is steadier
-    sample_images: int = 16  # generations in the per-epoch sample grid
-    seed: int = 0
 
 
 def adam(settings: GanTrainerSettings) -> keras.optimizers.Adam:

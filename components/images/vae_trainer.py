@@ -10,7 +10,6 @@ Settings come from the Trainer's `custom_config` (`VaeTrainerSettings`). Outputs
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any
 
@@ -28,25 +27,11 @@ from components.images.data import (
     load_images,
     model_uri_of,
 )
+from components.images.settings import VaeTrainerSettings
 from models.image_exports import export_vae
 from models.vae import LatentGridCallback, build_vae, label_means
 
 KERAS_FILE = "vae.keras"
-
-
-@dataclasses.dataclass(frozen=True)
-class VaeTrainerSettings:
-    """Model size and training schedule of one profile."""
-
-    latent_dim: int = 2
-    batch_size: int = 128
-    epochs: int = 30
-    steps_per_epoch: int = 0  # 0: one full pass over the training split per epoch
-    learning_rate: float = 1e-3
-    grid_size: int = 15  # the latent grid logged each epoch: grid_size x grid_size digits
-    grid_extent: float = 1.0
-    label_means_images: int = 10_000  # training images averaged per label for `edit`
-    seed: int = 0
 
 
 def run_fn(fn_args: Any) -> None:

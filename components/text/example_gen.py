@@ -1,8 +1,11 @@
 """Text ingestion as a TFX ExampleGen: review documents -> tf.Examples split 90/10 by text hash.
 
-The executor is a `BaseExampleGenExecutor`, so splitting and writing are TFX's own; it only adds
-the Beam source (`sources.reviews.reviews`) and the cleaning steps. Every dropped record is
-counted with a Beam metric, logged, and stored as an int custom property of the Examples artifact
+The executor is a `BaseExampleGenExecutor`, so splitting is TFX's own; it adds the Beam source
+and the cleaning steps. The source streams (`components.text.reading`): document names are
+listed, each document is read on its own, duplicates are found by a digest of the text, and
+examples are written without a shuffle (`components.common.example_gen`), so memory holds names
+and digests, not texts. Every dropped record is counted with a Beam metric, logged, and stored
+as an int custom property of the Examples artifact
 (`components.common.example_gen`): `documents_read`, `undecodable_documents`, `empty_documents`,
 `duplicate_documents`, `examples_written` and `<split>_examples`. It fails, saying so, when fewer
 than 101 distinct documents reach the train split (see MIN_TRAIN_EXAMPLES).
@@ -13,8 +16,8 @@ and options, not the folder's content, so re-run without cache after editing a s
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable, Iterator
+import hashlib
+from collections.abc import Iterable
 from typing import Any
 
 import apache_beam as beam
@@ -26,7 +29,9 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from components.common.example_gen import CountingExampleGenExecutor, counter
-from sources.reviews import Review, reviews
+from components.schemas import NUM_WORDS
+from components.text.reading import document_names, read_document
+from sources.reviews import Review
 
 METRICS_NAMESPACE = "genpipe.text_example_gen"
 TEXT_FEATURE = "text"
@@ -47,15 +52,10 @@ def _counter(name: str) -> beam.metrics.metric.Metrics.DelegatingCounter:
     return counter(METRICS_NAMESPACE, name)
 
 
-def read_documents(source: str, max_documents: int = 0) -> Iterator[Review]:
-    """The first `max_documents` documents of `source` (all when 0), counted as read."""
-    read = _counter("documents_read")
-    documents: Iterable[Review] = reviews(source)
-    if max_documents:
-        documents = itertools.islice(documents, max_documents)
-    for review in documents:
-        read.inc()
-        yield review
+def read_counted(name: str, source: str) -> Review:
+    """The document `name` of `source`, counted as read."""
+    _counter("documents_read").inc()
+    return read_document(name, source)
 
 
 def is_usable(review: Review) -> bool:
@@ -69,22 +69,33 @@ def is_usable(review: Review) -> bool:
     return True
 
 
-def first_of_duplicates(keyed: tuple[str, Iterable[Review]]) -> Review:
-    """Keeps one document per distinct text (the smallest origin, so the choice is stable)."""
-    _, copies = keyed
-    copies = list(copies)
-    _counter("duplicate_documents").inc(len(copies) - 1)
-    return min(copies, key=lambda review: review.origin)
+def text_key(review: Review) -> tuple[bytes, str]:
+    """(digest of the text, name): what deduplication shuffles instead of the text itself."""
+    return hashlib.sha256(review.text.encode("utf-8")).digest(), review.origin
+
+
+def first_of_duplicates(keyed: tuple[bytes, Iterable[str]]) -> str:
+    """Keeps one document per distinct text (the smallest name, so the choice is stable)."""
+    _, names = keyed
+    names = list(names)
+    _counter("duplicate_documents").inc(len(names) - 1)
+    return min(names)
 
 
 def to_example(review: Review) -> tf.train.Example:
-    """`text` and `origin` always; `label` when the source has one."""
+    """`text`, `origin` and the `num_words` drift detection compares run to run (words split at
+    white space); `label` when the source has one."""
     _counter("examples_written").inc()
 
     def bytes_feature(value: str) -> tf.train.Feature:
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode("utf-8")]))
 
-    features = {TEXT_FEATURE: bytes_feature(review.text), "origin": bytes_feature(review.origin)}
+    features = {
+        TEXT_FEATURE: bytes_feature(review.text),
+        "origin": bytes_feature(review.origin),
+        NUM_WORDS: tf.train.Feature(
+            int64_list=tf.train.Int64List(value=[len(review.text.split())])),
+    }
     if review.label is not None:
         features["label"] = bytes_feature(review.label)
     return tf.train.Example(features=tf.train.Features(feature=features))
@@ -96,18 +107,22 @@ def to_example(review: Review) -> tf.train.Example:
 def ReviewsToExample(  # noqa: N802 (Beam PTransform naming)
     pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_pattern: str
 ) -> beam.PCollection:
-    """Reads, cleans and deduplicates the documents of `exec_properties['source']`."""
+    """Streams, cleans and deduplicates the documents of `exec_properties['source']`: only names
+    and text digests are shuffled; a kept document is read again to become an Example."""
     del split_pattern  # the source is a parameter, not a file pattern
     source = exec_properties["source"]
     max_documents = int(exec_properties.get("max_documents") or 0)
     return (
         pipeline
         | "Source" >> beam.Create([source])
-        | "Read" >> beam.FlatMap(read_documents, max_documents)
+        | "ListDocuments" >> beam.FlatMap(document_names, max_documents)
+        | "Spread" >> beam.Reshuffle()
+        | "Read" >> beam.Map(read_counted, source)
         | "DropUnusable" >> beam.Filter(is_usable)
-        | "KeyByText" >> beam.Map(lambda review: (review.text, review))
+        | "KeyByDigest" >> beam.Map(text_key)
         | "GroupDuplicates" >> beam.GroupByKey()
         | "KeepOne" >> beam.Map(first_of_duplicates)
+        | "ReadKept" >> beam.Map(read_document, source)
         | "ToExample" >> beam.Map(to_example)
     )
 

@@ -9,7 +9,6 @@ Settings come from the Trainer's `custom_config` (see `TrainerSettings`). Output
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import warnings
@@ -22,29 +21,10 @@ from absl import logging
 
 from components.common.config import settings_from_config
 from components.text.data import keras_model_path, lm_dataset, vocabulary
+from components.text.settings import TrainerSettings
 from models.text.callbacks import SampleTextCallback
 from models.text.export import export_text_lm
 from models.text.lm import build_lm, compile_lm
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainerSettings:
-    """Model sizes, training schedule and sampling options of one profile."""
-
-    sequence_length: int
-    embed_dim: int
-    latent_dim: int
-    num_heads: int
-    num_layers: int = 1
-    batch_size: int = 64
-    epochs: int = 1
-    steps_per_epoch: int = 0  # 0: one full pass over the training split per epoch
-    learning_rate: float = 1e-3
-    sample_prompt: str = "this movie"
-    sample_temperatures: tuple[float, ...] = (0.2, 0.5, 0.7, 1.0, 1.5)
-    sample_max_tokens: int = 50
-    max_new_tokens: int = 50  # the exported `generate` limit
-    seed: int = 0
 
 
 class LogSamples(keras.callbacks.Callback):

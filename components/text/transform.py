@@ -4,8 +4,9 @@ Like the book's `TextVectorization(max_tokens=V, output_sequence_length=L + 1)` 
 `x = ids[:, :-1]`, `y = ids[:, 1:]`, but with the vocabulary computed by a Beam pass
 (`tft.vocabulary`) and stored in the transform graph, so the Trainer exports the same words.
 
-Settings come from the Transform component's `custom_config`: `vocab_size` (V, including padding
-and [UNK]) and `sequence_length` (L).
+Settings come from the Transform component's `custom_config`
+(`components.text.settings.TextTransformSettings`): `vocab_size` (V, including padding and
+[UNK]) and `sequence_length` (L).
 """
 
 from __future__ import annotations

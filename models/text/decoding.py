@@ -11,10 +11,17 @@ tests guard that it equals the Keras layers: `test_cached_greedy_equals_full_rec
 compare the cached loop with re-running the whole model on the whole sequence for every word.
 
 `generate_tokens` is the decoding loop of the `generate` signature, a `tf.while_loop` over a
-whole batch; `choose_token` is its step rule, shared with the word-by-word signatures
-(`stepwise.py`). Examples with a longer prompt are fed their remaining prompt words through the
-same steps before they start sampling, so every example is at the same position at every step.
-Padding and [UNK] are never generated.
+whole batch (`decode_steps`, run by `sample_steps`, which the word-by-word signatures of
+`stepwise.py` share); `token_chooser` is its step rule. Examples with a longer prompt are fed
+their remaining prompt words through the same steps before they start sampling, so every
+example is at the same position at every step. Padding and [UNK] are never generated.
+
+The loop body is kept to few, large ops (a step at B=1 is bound by reading the weights, and
+every extra op or tf.cond in the body costs a fixed few microseconds): everything that does not
+change between steps is computed once per call (the weights as tensors, the query scale folded
+into the query projection, which rows are in their prompt and their uniform numbers, whether
+any row filters by top-k/top-p: two loops and one branch per call instead of a branch a step).
+What each change measured is in docs/benchmarks.md ("Text generation").
 """
 
 from __future__ import annotations
@@ -25,11 +32,17 @@ import keras
 import tensorflow as tf
 
 from models.text.lm import TokenAndPositionEmbedding, TransformerDecoderBlock, UnigramLogits
-from models.text.samplers import make_sampler
+from models.text.samplers import make_sampler, needs_filtering
 from models.text.standardize import PAD_ID, UNK_ID
 
 # Tokens `generate` never emits: padding, and [UNK] (it carries no word a reader could use).
 NEVER_GENERATED = (PAD_ID, UNK_ID)
+
+# The feed-forward network of a step runs as this many independent halves of its latent units
+# (matmul, ReLU, matmul each, summed), which TensorFlow runs side by side: 2 parts made B=1
+# steps about 15% faster on 2 cores (a [1, 256] x [256, 2048] matmul alone leaves a core idle);
+# 4 parts were no faster (docs/benchmarks.md, "Text generation").
+FEED_FORWARD_PARTS = 2
 
 
 class TransformerDecoding:
@@ -40,8 +53,9 @@ class TransformerDecoding:
     by `read_weights` (outside the loop, so the loop body holds only the per-token math, with
     the query/key/value projections fused into one matmul). The cache is a list
     [keys_0, values_0, keys_1, ...] of [B, H, T, D/H] tensors holding the T positions fed so
-    far; each step appends one position (a concat copies O(T), like the attention reads,
-    instead of rewriting a fixed-capacity buffer: 3x faster at B=32).
+    far; each step appends one position (a concat copies O(T), like the attention reads:
+    3x faster at B=32 than rewriting a fixed-capacity buffer with a one-hot mask, and no slower
+    than writing one row of a preallocated buffer with tensor_scatter_nd_update).
     """
 
     def __init__(self, model: keras.Model):
@@ -73,23 +87,30 @@ class TransformerDecoding:
         for block in self.blocks:
             attention = block.attention
             projections = (attention.query, attention.key, attention.value)
+            # The attention's 1/sqrt(head_dim) is folded into the query projection.
+            scales = (attention.head_dim**-0.5, 1.0, 1.0)
+            pairs = list(zip(projections, scales, strict=True))
+            parts = FEED_FORWARD_PARTS if block.latent_dim % FEED_FORWARD_PARTS == 0 else 1
             blocks.append(
                 {
                     "qkv": (
-                        tf.concat([value(p.kernel) for p in projections], axis=1),
-                        tf.concat([value(p.bias) for p in projections], axis=0),
+                        tf.concat([value(p.kernel) * scale for p, scale in pairs], axis=1),
+                        tf.concat([value(p.bias) * scale for p, scale in pairs], axis=0),
                     ),
                     "output": (
                         value(attention.output_projection.kernel),
                         value(attention.output_projection.bias),
                     ),
                     "attention_norm": norm(block.attention_norm),
-                    "feed_forward_in": (
-                        value(block.feed_forward_in.kernel),
-                        value(block.feed_forward_in.bias),
+                    "feed_forward_in": list(
+                        zip(
+                            tf.split(value(block.feed_forward_in.kernel), parts, axis=1),
+                            tf.split(value(block.feed_forward_in.bias), parts, axis=0),
+                            strict=True,
+                        )
                     ),
                     "feed_forward_out": (
-                        value(block.feed_forward_out.kernel),
+                        tf.split(value(block.feed_forward_out.kernel), parts, axis=0),
                         value(block.feed_forward_out.bias),
                     ),
                     "feed_forward_norm": norm(block.feed_forward_norm),
@@ -123,7 +144,7 @@ class TransformerDecoding:
     def step(self, weights, token_ids, position, cache) -> tuple[tf.Tensor, list[tf.Tensor]]:
         """Feeds one token per example [B] at `position` (shared by the batch); returns the
         logits [B, V] and the cache with that position filled."""
-        x = tf.gather(weights["tokens"], token_ids) + weights["positions"][position]
+        x = tf.gather(weights["tokens"], token_ids) + tf.gather(weights["positions"], position)
         new_cache = []
         for index, block in enumerate(weights["blocks"]):
             keys, values = cache[2 * index], cache[2 * index + 1]
@@ -135,10 +156,14 @@ class TransformerDecoding:
             attended = _attend_one_query(queries, keys, values)
             attended = tf.reshape(attended, [-1, heads * head_dim])
             x = _layer_norm(x + _dense(attended, block["output"]), block["attention_norm"])
-            hidden = tf.nn.relu(_dense(x, block["feed_forward_in"]))
-            x = _layer_norm(
-                x + _dense(hidden, block["feed_forward_out"]), block["feed_forward_norm"]
+            out_kernels, out_bias = block["feed_forward_out"]
+            update = tf.add_n(
+                [
+                    tf.matmul(tf.nn.relu(_dense(x, part_in)), part_out)
+                    for part_in, part_out in zip(block["feed_forward_in"], out_kernels, strict=True)
+                ]
             )
+            x = _layer_norm(x + tf.nn.bias_add(update, out_bias), block["feed_forward_norm"])
             new_cache += [keys, values]
         return _dense(x, weights["logits"]), new_cache
 
@@ -157,21 +182,19 @@ def _dense(x: tf.Tensor, kernel_and_bias: tuple[tf.Tensor, tf.Tensor]) -> tf.Ten
 
 def _attend_one_query(queries, keys, values) -> tf.Tensor:
     """Attention of one query per example and head: queries [B, H, 1, d] over the caches
-    [B, H, T, d] -> [B, H, d].
+    [B, H, T, d] -> [B, H, d]; the queries come scaled by 1/sqrt(d) (`read_weights`).
 
     For small batches, multiply-and-sum: the oneDNN BatchMatMul and Softmax kernels cost a fixed
     ~30 us a call, which doubles the attention time at B=1; from B=5, BatchMatMul is faster.
     """
-    scale = queries.shape[-1] ** -0.5
-
     def multiply_and_sum():
-        scores = tf.reduce_sum(queries * keys, axis=-1) * scale
+        scores = tf.reduce_sum(queries * keys, axis=-1)
         weights = tf.exp(scores - tf.reduce_max(scores, axis=-1, keepdims=True))
         attention = weights / tf.reduce_sum(weights, axis=-1, keepdims=True)  # [B, H, T]
         return tf.reduce_sum(attention[..., None] * values, axis=-2)
 
     def batch_matmul():
-        scores = tf.matmul(queries, keys, transpose_b=True) * scale  # [B, H, 1, T]
+        scores = tf.matmul(queries, keys, transpose_b=True)  # [B, H, 1, T]
         attention = tf.nn.softmax(scores)
         return tf.matmul(attention, values)[:, :, 0]
 
@@ -180,8 +203,9 @@ def _attend_one_query(queries, keys, values) -> tf.Tensor:
 
 def _layer_norm(x: tf.Tensor, gamma_beta_epsilon: tuple) -> tf.Tensor:
     gamma, beta, epsilon = gamma_beta_epsilon
-    mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
-    return tf.nn.batch_normalization(x, mean, variance, beta, gamma, epsilon)
+    centered = x - tf.reduce_mean(x, axis=-1, keepdims=True)
+    variance = tf.reduce_mean(tf.square(centered), axis=-1, keepdims=True)
+    return centered * (tf.math.rsqrt(variance + epsilon) * gamma) + beta
 
 
 class UnigramDecoding:
@@ -220,22 +244,36 @@ def cached_decoding(model: keras.Model) -> TransformerDecoding | UnigramDecoding
     raise ValueError("expected a model built by build_lm or build_unigram_lm")
 
 
-def choose_token(
+def token_chooser(
     next_token: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
-    position: tf.Tensor,
-    logits: tf.Tensor,
     prompt_ids: tf.Tensor,
     prompt_lengths: tf.Tensor,
     uniforms: tf.Tensor,
-) -> tf.Tensor:
-    """The token [B] at `position`: the prompt's where a row is still in its prompt, otherwise
-    the one `next_token` samples from `logits` with the row's uniform number of that index of
-    the continuation."""
-    generated = tf.clip_by_value(position - prompt_lengths, 0, tf.shape(uniforms)[1] - 1)
-    sampled = next_token(logits, tf.gather(uniforms, generated, batch_dims=1))
+    length: int,
+) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """Returns token_at(position, logits [B, V]) -> the tokens [B] at `position` < `length`:
+    the prompt's where a row is still in its prompt, otherwise the one `next_token` samples
+    with the row's uniform number of that index of the continuation.
+
+    Which rows are in their prompt and which uniform number each position uses are tables
+    [length, B] made here once, so that a step reads one row of each.
+    """
+    positions = tf.range(length)
+    in_prompt = positions[:, None] < prompt_lengths[None, :]  # [length, B]
     last_prompt_column = tf.shape(prompt_ids)[1] - 1
-    from_prompt = tf.gather(prompt_ids, tf.minimum(position, last_prompt_column), axis=1)
-    return tf.where(position < prompt_lengths, from_prompt, sampled)
+    from_prompt = tf.gather(tf.transpose(prompt_ids), tf.minimum(positions, last_prompt_column))
+    forced = tf.where(in_prompt, from_prompt, -1)
+    generated = tf.clip_by_value(
+        positions[None, :] - prompt_lengths[:, None], 0, tf.shape(uniforms)[1] - 1
+    )
+    uniform = tf.transpose(tf.gather(uniforms, generated, batch_dims=1))  # [length, B]
+
+    def token_at(position: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+        forced_token = tf.gather(forced, position)
+        sampled = next_token(logits, tf.gather(uniform, position))
+        return tf.where(forced_token >= 0, forced_token, sampled)
+
+    return token_at
 
 
 def prefill_banned(decoder, prompt_ids: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
@@ -278,6 +316,38 @@ def decode_steps(
     return position, token, cache, tokens.stack()
 
 
+def sample_steps(
+    decoder: TransformerDecoding | UnigramDecoding,
+    settings: tuple[tf.Tensor, tf.Tensor, tf.Tensor],
+    prompt_ids: tf.Tensor,
+    prompt_lengths: tf.Tensor,
+    uniforms: tf.Tensor,
+    position: tf.Tensor,
+    cache: list[tf.Tensor],
+    last: tf.Tensor,
+    *,
+    token: tf.Tensor | None = None,
+    logits: tf.Tensor | None = None,
+) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor], tf.Tensor]:
+    """`decode_steps` from the `token` [B] at `position`, or from the token chosen there from
+    `logits` [B, V], to `last`, with the samplers of `settings` (temperature, top_k, top_p [B]).
+
+    There are two loops, one with the top-k/top-p filter and one without, and one branch per
+    call on whether some row filters (not one per step).
+    """
+    weights = decoder.read_weights(banned_tokens=NEVER_GENERATED)
+
+    def loop(filtering: bool):
+        next_token = make_sampler(*settings, filtering=filtering)
+        token_at = token_chooser(
+            next_token, prompt_ids, prompt_lengths, uniforms, decoder.sequence_length
+        )
+        first = token_at(position, logits) if token is None else token
+        return decode_steps(decoder, weights, token_at, position, first, cache, last)
+
+    return tf.cond(needs_filtering(*settings), lambda: loop(True), lambda: loop(False))
+
+
 def generate_tokens(
     decoder: TransformerDecoding | UnigramDecoding,
     prompt_ids: tf.Tensor,
@@ -295,17 +365,14 @@ def generate_tokens(
     padded with PAD_ID after each example's max_tokens. Padding and [UNK] are never generated
     (an [UNK] in a sample says nothing to a reader; the model's other words are renormalised).
     """
-    next_token = make_sampler(temperature, top_k, top_p)
+    settings = (temperature, top_k, top_p)
     first = tf.reduce_min(prompt_lengths)
     end = tf.reduce_max(prompt_lengths + max_tokens)
-
-    def token_at(position, logits):
-        return choose_token(next_token, position, logits, prompt_ids, prompt_lengths, uniforms)
-
-    weights = decoder.read_weights(banned_tokens=NEVER_GENERATED)
     logits, cache = prefill_banned(decoder, prompt_ids[:, :first])
-    token = token_at(first, logits)
-    _, _, _, tokens = decode_steps(decoder, weights, token_at, first, token, cache, end - 1)
+    _, _, _, tokens = sample_steps(
+        decoder, settings, prompt_ids, prompt_lengths, uniforms, first, cache, end - 1,
+        logits=logits,
+    )
     by_position = tf.transpose(tokens)  # [B, end - first]
     count = tf.reduce_max(max_tokens)
     offsets = prompt_lengths[:, None] - first + tf.range(count)[None, :]

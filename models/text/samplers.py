@@ -95,37 +95,34 @@ def inverse_cdf(
     return block[:, 0] * block_size + offset[:, 0]
 
 
+def needs_filtering(temperature: tf.Tensor, top_k: tf.Tensor, top_p: tf.Tensor) -> tf.Tensor:
+    """Whether some sampling example of the batch asks for top-k or top-p filtering."""
+    return tf.reduce_any(((top_k > 0) | (top_p < 1.0)) & (temperature > 0))
+
+
 def make_sampler(
-    temperature: tf.Tensor, top_k: tf.Tensor, top_p: tf.Tensor
+    temperature: tf.Tensor, top_k: tf.Tensor, top_p: tf.Tensor, filtering: bool = True
 ) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
     """Returns next_token(logits [B, V], uniform [B]) -> token ids int32 [B] for per-example
     settings [B]: argmax where temperature is 0, otherwise the inverse CDF at `uniform` of
     softmax(logits / temperature) after top-k (0 = off) and top-p (1 = off) filtering.
 
-    Work that does not change between steps (which examples sample or filter) is done here
-    once; the returned function skips the sort, the sampling or the argmax when no example of
-    the batch needs them.
+    A decoding loop calls it every step, so it has no branches (a tf.cond in a loop body costs
+    more than the work it would skip) and one code path: greedy rows are sampled at temperature
+    2^-100 with uniform 0, which is the first argmax (multiplying by a power of two keeps order
+    and ties; softmax then gives the maxima all the mass and the inverse CDF at 0 picks the
+    first of them). That holds for logits below 2^28 in magnitude whose largest values differ
+    by more than 1e-28 or not at all. With `filtering` False the top-k/top-p filter is left
+    out, which is exact only when `needs_filtering` is false (the decoding loop branches on
+    that once per call).
     """
     greedy = temperature <= 0
-    divisor = tf.where(greedy, 1.0, temperature)[:, None]
-    any_greedy = tf.reduce_any(greedy)
-    any_sampling = tf.reduce_any(~greedy)
-    any_filtering = tf.reduce_any(((top_k > 0) | (top_p < 1.0)) & ~greedy)
+    scale = tf.where(greedy, 2.0**100, 1.0 / tf.where(greedy, 1.0, temperature))[:, None]
 
     def next_token(logits: tf.Tensor, uniform: tf.Tensor) -> tf.Tensor:
-        none = tf.zeros_like(uniform, tf.int32)
-
-        def sample():
-            tempered = logits / divisor
-            tempered = tf.cond(
-                any_filtering, lambda: filter_top_k_top_p(tempered, top_k, top_p), lambda: tempered
-            )
-            return inverse_cdf(tf.nn.softmax(tempered), uniform)
-
-        sampled = tf.cond(any_sampling, sample, lambda: none)
-        argmax = tf.cond(
-            any_greedy, lambda: tf.argmax(logits, axis=-1, output_type=tf.int32), lambda: none
-        )
-        return tf.where(greedy, argmax, sampled)
+        tempered = logits * scale
+        if filtering:
+            tempered = filter_top_k_top_p(tempered, top_k, top_p)
+        return inverse_cdf(tf.nn.softmax(tempered), tf.where(greedy, 0.0, uniform))
 
     return next_token

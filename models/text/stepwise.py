@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from models.text.decoding import NEVER_GENERATED, choose_token, decode_steps, prefill_banned
+from models.text.decoding import prefill_banned, sample_steps, token_chooser
 from models.text.generator import TextGenerator, _after, _check
 from models.text.samplers import make_sampler
 
@@ -61,8 +61,10 @@ class StepwiseTextGenerator(TextGenerator):
         )
         position = tf.reduce_min(lengths)
         logits, cache = prefill_banned(self._decoder, prompt_ids[:, :position])
-        next_token = make_sampler(*settings[1:])
-        token = choose_token(next_token, position, logits, prompt_ids, lengths, uniforms)
+        token_at = token_chooser(
+            make_sampler(*settings[1:]), prompt_ids, lengths, uniforms, self.sequence_length
+        )
+        token = token_at(position, logits)
         keys, values = self._decoder.stack_cache(cache, tf.shape(prompt)[0], position)
         state = (position, token, keys, values, prompt_ids, lengths)
         return self._outputs(state, position, token[:, None], settings[0])
@@ -99,18 +101,13 @@ class StepwiseTextGenerator(TextGenerator):
             position, token, keys, values, prompt_ids, prompt_length, steps,
         )
         uniforms = self._uniforms(seed)
-        next_token = make_sampler(temperature, top_k, top_p)
-
-        def token_at(at, logits):
-            return choose_token(next_token, at, logits, prompt_ids, prompt_length, uniforms)
-
         first = position[0]
         end = tf.reduce_max(prompt_length + max_tokens)  # one past the last word of any row
         last = tf.minimum(first + steps[0], end - 1)
-        weights = self._decoder.read_weights(banned_tokens=NEVER_GENERATED)
         cache = self._decoder.unstack_cache(keys, values)
-        at, token, cache, tokens = decode_steps(
-            self._decoder, weights, token_at, first, token, cache, last
+        at, token, cache, tokens = sample_steps(
+            self._decoder, (temperature, top_k, top_p), prompt_ids, prompt_length, uniforms,
+            first, cache, last, token=token,
         )
         keys, values = self._decoder.stack_cache(cache, batch, at)
         state = (at, token, keys, values, prompt_ids, prompt_length)
