@@ -137,8 +137,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--text-sizes", type=int, nargs="*", default=list(TEXT_SIZES))
     parser.add_argument("--image-sizes", type=int, nargs="*", default=list(IMAGE_SIZES))
-    parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(),
-                                                          "genpipe-ingestion-data"))
+    parser.add_argument("--workdir", default=os.path.join("out", "bench", "ingestion-data"),
+                        help="where the generated sources are kept between runs (default: "
+                        "out/bench/ingestion-data, ignored by git)")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--run", nargs=2, metavar=("KIND", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
