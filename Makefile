@@ -15,8 +15,8 @@ help:
 	@echo "make lock   re-resolve pyproject.toml's dependencies into requirements/*lock.txt (uv)"
 	@echo "make bench  run the benchmarks (numbers in docs/benchmarks.md)"
 	@echo "make lint   ruff"
-	@echo "make soak   the long reliability runs (2,000 fuzz cases per protocol; docs/reliability.md)"
-	@echo "make image  docker build the pipeline image as genpipe:<git commit> (IMAGE=... to rename)"
+	@echo "make soak   the long reliability runs (2,000 fuzz cases per protocol, a 10,000-request soak, pipeline kills, degraded models; docs/reliability.md)"
+	@echo "make image  docker build the pipeline image as genpipe:<git commit> (IMAGE=... to rename, GPU=1 for CUDA)"
 
 setup: $(STAMP)
 
@@ -41,20 +41,25 @@ bench: $(STAMP)
 	mkdir -p out/bench
 	for b in benchmarks/*.py; do $(BIN)/python $$b --json out/bench/$$(basename $$b .py).json || exit 1; done
 
-# Longer reliability runs CI does not run (docs/reliability.md): 2,000 fuzz cases per protocol.
+# Longer reliability runs CI does not run (docs/reliability.md): 2,000 fuzz cases per protocol,
+# a 10,000-request soak, kill -9 of pipeline runs and the slower degraded-model checks.
 soak: $(STAMP)
 	GENPIPE_FUZZ_CASES=2000 $(BIN)/python -m pytest -q -s tests/test_reliability_fuzz.py
+	GENPIPE_SOAK_REQUESTS=10000 $(BIN)/python -m pytest -q -s tests/test_reliability_load.py
+	GENPIPE_SOAK=1 $(BIN)/python -m pytest -q -s tests/test_reliability_pipeline.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
 # The image Kubeflow runs for every component (docs/kubeflow.md); pass the printed tag to
 # `genpipe run MODEL --compile-only FILE.yaml --image TAG` after pushing it to a registry.
-IMAGE ?= genpipe:$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+IMAGE ?= genpipe:$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)$(if $(GPU),-gpu)
+# GPU=1: the CUDA variant (tensorflow[and-cuda] on the same lock; docs/distributed.md).
+IMAGE_ARGS := $(if $(GPU),--build-arg TENSORFLOW_EXTRAS=and-cuda)
 image:
 	@command -v docker >/dev/null 2>&1 || { echo "make image: docker is not installed (or not on PATH); install Docker to build $(IMAGE)" >&2; exit 1; }
 	@docker info >/dev/null 2>&1 || { echo "make image: no Docker engine answers (docker info failed); start it to build $(IMAGE)" >&2; exit 1; }
-	docker build -t $(IMAGE) .
+	docker build $(IMAGE_ARGS) -t $(IMAGE) .
 	@echo "built $(IMAGE); push it (docker tag/push) and compile with --image <registry>/$(IMAGE)"
 
 clean:

@@ -22,6 +22,18 @@ untrained exports written to a temporary folder, 8 gRPC clients each sending bat
   the time of this cheap signature goes (session run per batch size, gRPC, queueing).
 
     .venv/bin/python benchmarks/serving.py --batching --json out/bench/serving_batching.json
+
+``--load`` measures the load figures of docs/reliability.md on `CounterModel` and `SpinModel`
+(tests/toy_models.py), each server in its own process:
+- 8 clients (gRPC and REST in turn) on `counter`, steady, then while 5 versions are pushed and
+  the `stable` label moves twice: latency, throughput and errors;
+- a soak (``--soak_requests``, default 10,000) after a warm-up: the server process's resident
+  memory, threads and open file descriptors before and after, from /proc;
+- overload: 24 gRPC and 24 REST calls of a slow `spin` released at once on a server with
+  --grpc_max_threads=2 --rest_api_num_threads=2 --max_enqueued_requests=2: how many were
+  refused, how fast, and how soon a normal call answers afterwards.
+
+    .venv/bin/python benchmarks/serving.py --load --json out/bench/serving_load.json
 """
 
 from __future__ import annotations
@@ -195,13 +207,17 @@ def rest_caller(url: str, signature_name: str, inputs: dict) -> Callable:
 
 
 class ServerProcess:
-    def __init__(self, base_path: str | None, flags: tuple[str, ...] = ()):
-        """Serve ``base_path`` as MODEL (None: the models in ``flags``, e.g. --models_root)."""
+    def __init__(
+        self, base_path: str | None, flags: tuple[str, ...] = (), poll_seconds: float = 0.0
+    ):
+        """Serve ``base_path`` as MODEL (None: the models in ``flags``, e.g. --models_root),
+        scanning for new versions every ``poll_seconds`` (0: load once)."""
         self.grpc_port, self.rest_port = free_port(), free_port()
         argv = [sys.executable, "-m", "serving", "serve", *flags, "--port", str(self.grpc_port)]
         if base_path is not None:
             argv += ["--model_name", MODEL, "--model_base_path", base_path]
-        argv += ["--rest_api_port", str(self.rest_port), "--file_system_poll_wait_seconds", "0"]
+        argv += ["--rest_api_port", str(self.rest_port),
+                 "--file_system_poll_wait_seconds", str(poll_seconds)]  # fmt: skip
         self.process = subprocess.Popen(
             argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
@@ -475,6 +491,189 @@ def batching_summary(report: dict) -> str:
     return "\n".join(rows)
 
 
+# -- load: version switches, overload, soak -----------------------------------------------------
+
+SWITCH_VERSIONS = 6  # version 1, then 5 pushed under load
+SWITCH_SECONDS = 1.5  # between one switch (a push or a label move) and the next
+OVERLOAD_FLAGS = ("--grpc_max_threads=2", "--rest_api_num_threads=2", "--max_enqueued_requests=2")
+OVERLOAD_CALLS = 24  # per protocol, released at once
+SPIN_STEPS = 50_000
+
+
+def counter_config(base: Path, label: int) -> str:
+    """`counter` under the latest policy (3 versions kept) with its `stable` label."""
+    return (
+        f'model_config_list {{ config {{ name: "counter" base_path: "{base}" '
+        "model_version_policy { latest { num_versions: 3 } } "
+        f'version_labels {{ key: "stable" value: {label} }} }} }}'
+    )
+
+
+def mixed_counter_callers(server: ServerProcess) -> Callable:
+    """Client factory for `measure`: gRPC and REST clients in turn, `counter` at x = 1."""
+    address = f"127.0.0.1:{server.grpc_port}"
+    url = f"http://127.0.0.1:{server.rest_port}/v1/models/counter:predict"
+    inputs = {"x": np.float32([1])}
+    makers = [grpc_caller(address, DEFAULT_SIGNATURE, inputs, "counter"),
+              rest_caller(url, DEFAULT_SIGNATURE, inputs)]  # fmt: skip
+    made = iter(range(1_000_000))
+    return lambda: makers[next(made) % 2]()
+
+
+def switch_versions(server: ServerProcess, root: Path, exports: dict[int, Path]) -> list[float]:
+    """Push versions 2..SWITCH_VERSIONS and move `stable` twice (after versions 3 and 5),
+    SWITCH_SECONDS apart; returns when each switch was made (time.perf_counter)."""
+    from google.protobuf import text_format
+    from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
+    from tensorflow_serving.config import model_server_config_pb2
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    models = model_service_pb2_grpc.ModelServiceStub(channel)
+    made = []
+    for version in range(2, SWITCH_VERSIONS + 1):
+        time.sleep(SWITCH_SECONDS)
+        toy_models.push(exports[version], root / "counter", version)
+        made.append(time.perf_counter())
+        if version in (3, 5):
+            time.sleep(SWITCH_SECONDS)
+            config = text_format.Parse(
+                counter_config(root / "counter", version),
+                model_server_config_pb2.ModelServerConfig(),
+            )
+            request = model_management_pb2.ReloadConfigRequest(config=config)
+            models.HandleReloadConfigRequest(request, timeout=60)
+            made.append(time.perf_counter())
+    channel.close()
+    return made
+
+
+def flood(server: ServerProcess) -> dict:
+    """OVERLOAD_CALLS gRPC and REST spin calls released at once: outcomes and latencies."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "spin"
+    request.inputs["steps"].CopyFrom(tf.make_tensor_proto(np.int64(SPIN_STEPS)))
+    url = f"http://127.0.0.1:{server.rest_port}/v1/models/spin:predict"
+    results: list[tuple[str, str, float]] = []
+    start = threading.Barrier(2 * OVERLOAD_CALLS)
+
+    def call(protocol: str) -> None:
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        start.wait()
+        began = time.perf_counter()
+        if protocol == "grpc":
+            try:
+                stub.Predict(request, timeout=300)
+                code = "OK"
+            except grpc.RpcError as error:
+                code = error.code().name
+        else:
+            status = requests.post(url, json={"inputs": SPIN_STEPS}, timeout=300).status_code
+            code = {200: "OK", 429: "RESOURCE_EXHAUSTED"}.get(status, str(status))
+        results.append((protocol, code, time.perf_counter() - began))
+        channel.close()
+
+    threads = [threading.Thread(target=call, args=(protocol,))
+               for protocol in ("grpc", "rest") for _ in range(OVERLOAD_CALLS)]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ended = time.perf_counter()
+    # Recovery: how soon after the flood a normal call answers.
+    grpc_caller(f"127.0.0.1:{server.grpc_port}", DEFAULT_SIGNATURE, {"x": np.float32([1])},
+                "counter")()()  # fmt: skip
+    recovered_ms = 1000 * (time.perf_counter() - ended)
+    report: dict = {"calls_per_protocol": OVERLOAD_CALLS, "recovery_ms": recovered_ms}
+    for protocol in ("grpc", "rest"):
+        for code in sorted({c for p, c, _ in results if p == protocol}):
+            times = sorted(t for p, c, t in results if p == protocol and c == code)
+            report[f"{protocol}_{code}"] = {
+                "count": len(times),
+                "p50_ms": 1000 * statistics.median(times),
+                "max_ms": 1000 * times[-1],
+            }
+    return report
+
+
+def process_figures(pid: int) -> dict:
+    """Resident memory (MiB), threads and open file descriptors of a process, from /proc."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+    return {
+        "rss_mib": rss_kb / 1024,
+        "threads": len(os.listdir(f"/proc/{pid}/task")),
+        "fds": len(os.listdir(f"/proc/{pid}/fd")),
+    }
+
+
+def run_load(args: argparse.Namespace) -> dict:
+    """Version switches under 8 mixed clients, an overload flood, and a soak of the server
+    process (its own RSS, threads and descriptors)."""
+    report = run_facts("serving-load")
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch) / "models"
+        exports = {v: toy_models.save(toy_models.CounterModel(v), Path(scratch) / f"c{v}")
+                   for v in range(1, SWITCH_VERSIONS + 1)}  # fmt: skip
+        toy_models.push(exports[1], root / "counter", 1)
+        config = Path(scratch) / "models.config"
+        config.write_text(counter_config(root / "counter", 1))
+        server = ServerProcess(None, ("--model_config_file", str(config)), poll_seconds=0.2)
+        try:
+            callers = mixed_counter_callers(server)
+            report["steady"] = measure(callers, CLIENTS, args.load_requests)
+            switches: list[float] = []
+            pusher = threading.Thread(
+                target=lambda: switches.extend(switch_versions(server, root, exports))
+            )
+            pusher.start()
+            report["switching"] = measure(callers, CLIENTS, args.load_requests)
+            pusher.join()
+            report["switches"] = len(switches)
+            # The same clients (and connections) warm up and soak.
+            clients = [callers() for _ in range(CLIENTS)]
+            measure(iter(clients).__next__, CLIENTS, 2_000)
+            before = process_figures(server.process.pid)
+            report["soak"] = measure(iter(clients).__next__, CLIENTS, args.soak_requests)
+            report["soak"].update(before=before, after=process_figures(server.process.pid))
+        finally:
+            server.stop()
+        toy_models.export_and_push(toy_models.SpinModel(), root / "spin", 1)
+        models_root = ("--models_root", str(root), *OVERLOAD_FLAGS)
+        server = ServerProcess(None, models_root)
+        try:
+            report["overload"] = flood(server)
+        finally:
+            server.stop()
+    return report
+
+
+def load_summary(report: dict) -> str:
+    def line(name: str, r: dict) -> str:
+        return (f"{name}: {r['requests']} requests by {r['clients']} clients, "
+                f"{r['errors']} errors, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+                f"{r['throughput_rps']:.0f}/s")  # fmt: skip
+
+    soak = report["soak"]
+    before, after = soak["before"], soak["after"]
+    rows = [
+        line("steady", report["steady"]),
+        line(f"during {report['switches']} switches", report["switching"]),
+        line("soak", soak),
+        f"soak server process: RSS {before['rss_mib']:.0f} -> {after['rss_mib']:.0f} MiB "
+        f"({after['rss_mib'] / before['rss_mib'] - 1:+.2%}), threads {before['threads']} -> "
+        f"{after['threads']}, fds {before['fds']} -> {after['fds']}",
+    ]
+    overload = report["overload"]
+    for key, value in overload.items():
+        if isinstance(value, dict):
+            rows.append(f"overload {key}: {value['count']} calls, p50 {value['p50_ms']:.0f} ms, "
+                        f"max {value['max_ms']:.0f} ms")  # fmt: skip
+    rows.append(f"overload recovery: a normal call answered {overload['recovery_ms']:.0f} ms "
+                "after the flood ended")  # fmt: skip
+    return "\n".join(rows)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the results to this file")
@@ -493,7 +692,23 @@ def main() -> int:
         default=BATCHING_PARAMETERS,
         help="BatchingParameters text proto for --batching",
     )
+    parser.add_argument(
+        "--load",
+        action="store_true",
+        help="version switches under load, an overload flood and a soak instead",
+    )
+    parser.add_argument(
+        "--load_requests", type=int, default=5_000, help="requests per --load measurement"
+    )
+    parser.add_argument(
+        "--soak_requests", type=int, default=10_000, help="requests of the --load soak"
+    )
     args = parser.parse_args()
+    if args.load:
+        report = run_load(args)
+        print(load_summary(report))
+        write_json(report, args.json)
+        return 0
     if args.batching:
         report = run_batching(args)
         print(batching_summary(report))

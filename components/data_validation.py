@@ -1,9 +1,11 @@
 """The data gate before Transform: the run stops, naming every anomaly and every drifted feature.
 
 TFX's ExampleValidator (the examples against the curated schema) and DistributionValidator (this
-run's statistics against the previous run's, with drift comparators on the features that matter)
+run's statistics against a baseline's, with drift comparators on the features that matter)
 record what they find but let the pipeline go on; wire `AnomalyGate` after both and make the data
-consumers depend on it (`transform.add_upstream_node(gate)`).
+consumers depend on it (`transform.add_upstream_node(gate)`). The baseline is the output of
+`components.common.previous_statistics.PreviousStatistics`; its `baseline_found` tells the gate
+whether drift was checked at all.
 """
 
 # No `from __future__ import annotations`: the @component decorator reads the real type hints.
@@ -17,28 +19,34 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.dsl.io import fileio
 from tfx.proto import distribution_validator_pb2
 from tfx.types import artifact_utils
-from tfx.types.standard_artifacts import ExampleAnomalies
+from tfx.types.standard_artifacts import ExampleAnomalies, ExampleStatistics
+
+from components.schemas import DriftLimit
 
 ANOMALIES_FILE = "SchemaDiff.pb"  # what both validators write in each split (pair) folder
 # The folder of one split: ExampleValidator writes Split-<split>, DistributionValidator
 # SplitPair-<split>_<baseline split>.
 SPLIT_FOLDER, SPLIT_PAIR_FOLDER = "Split-{}", "SplitPair-{}"
+BASELINE_FOUND = "baseline_found"  # the drift baseline's property: 0 when there was none
 
 
 class DataAnomaliesError(RuntimeError):
-    """The examples do not match the schema, or drifted from the previous run's."""
+    """The examples do not match the schema, or drifted from the baseline's."""
 
 
 def drift_config(
-    thresholds: Mapping[str, float],
+    thresholds: Mapping[str, float | DriftLimit],
 ) -> distribution_validator_pb2.DistributionValidatorConfig:
-    """DistributionValidator's config: for each numeric feature, the largest approximate
-    Jensen-Shannon divergence between this run's histogram and the previous run's."""
+    """DistributionValidator's config: for each feature, the largest distance allowed between this
+    run's distribution and the baseline's: a `DriftLimit`, or a number (the approximate
+    Jensen-Shannon divergence of the two histograms, for a numeric feature)."""
     config = distribution_validator_pb2.DistributionValidatorConfig()
-    for feature, threshold in sorted(thresholds.items()):
+    for feature, limit in sorted(thresholds.items()):
+        if not isinstance(limit, DriftLimit):
+            limit = DriftLimit(float(limit))
         comparator = config.default_slice_config.feature.add()
         comparator.path.step.append(feature)
-        comparator.distribution_comparator.jensen_shannon_divergence.threshold = threshold
+        getattr(comparator.distribution_comparator, limit.comparator).threshold = limit.threshold
     return config
 
 
@@ -73,6 +81,7 @@ def _splits(anomalies: ExampleAnomalies) -> list[str]:
 def AnomalyGate(  # noqa: N802 (component class)
     anomalies: InputArtifact[ExampleAnomalies],
     drift: InputArtifact[ExampleAnomalies] = None,  # DistributionValidator's, when it ran
+    baseline: InputArtifact[ExampleStatistics] = None,  # what `drift` compared with
 ):
     """Fails the run with the list of anomalies and drifted features, if there are any."""
     problems = anomaly_lines(anomalies.uri, _splits(anomalies))
@@ -85,12 +94,19 @@ def AnomalyGate(  # noqa: N802 (component class)
                             "schema):\n  " + "\n  ".join(problems))
         if drifted:
             sections.append(f"DistributionValidator found {len(drifted)} drifted "
-                            f"feature{'' if len(drifted) == 1 else 's'} (against the previous "
-                            "run's statistics; split pair <this run>_<previous run>):\n  "
+                            f"feature{'' if len(drifted) == 1 else 's'} (against the statistics of "
+                            "the last run that passed this gate; split pair "
+                            "<this run>_<that run>):\n  "
                             + "\n  ".join(drifted))
         raise DataAnomaliesError(
             "\n".join(sections) + "\nThe run stops before Transform. Fix the source data, or, if "
             "the change is intended, update the schema (`genpipe schema update`) or run with "
             "--accept-drift."
         )
-    print("  no data anomalies" + (", no drift" if drift else ""), flush=True)
+    if drift is None:
+        checked = ""
+    elif baseline is not None and not baseline.get_custom_property(BASELINE_FOUND):
+        checked = "; no baseline (first run): drift not checked"
+    else:
+        checked = ", no drift"
+    print(f"  no data anomalies{checked}", flush=True)

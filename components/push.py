@@ -7,6 +7,9 @@ duplicate version. `AtomicPusher` (TFX's Pusher with the executor below):
   renames it to `<base>/<version>` in one step, so a server polling `<base>` sees either no
   version or a complete one (on local filesystems; other schemes get TFX's copy with
   saved_model.pb last, see `publish_version`); every file call goes through `fileio`;
+- on local filesystems, pushes one at a time per base folder (an OS lock on `<base>/.push.lock`,
+  released by the kernel when a pusher dies), and under that lock removes the staging folders
+  a killed push left behind (`removed_partials` on the output artifact);
 - does not push a model whose files equal the latest pushed version's; the output artifact then
   records that version (`pushed_version`) and `reused_version=1`;
 - with an `infra_blessing` from `ServingValidator`, pushes only when it is blessed too, and puts
@@ -16,9 +19,11 @@ duplicate version. `AtomicPusher` (TFX's Pusher with the executor below):
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from absl import logging
@@ -31,9 +36,13 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
+from components.common.evaluation import BLESSING_MESSAGE
 from components.common.serving_validation import WARMUP_FILE, WARMUP_PATH
 
 SAVED_MODEL_FILE = "saved_model.pb"
+STAGING = re.compile(r"\.(\d+)\.partial")  # `.<version>.partial`: a version being staged
+LOCK_FILE = ".push.lock"  # in the base folder; model servers skip names starting with a dot
+NOT_PUSHED_REASON = "not_pushed_reason"  # on the PushedModel of a model that was not pushed
 
 
 def is_local(path: str) -> bool:
@@ -66,11 +75,47 @@ def publish_version(files: Mapping[str, str], version_dir: str) -> None:
         copy_files(files, version_dir)
         return
     base, version = os.path.split(version_dir.rstrip("/"))
-    staging = os.path.join(base, f".{version}.partial")
+    staging = staging_dir(base, version)
     if fileio.exists(staging):
         fileio.rmtree(staging)
     copy_files(files, staging)
     fileio.rename(staging, version_dir)  # rename(2): atomic on one local filesystem
+
+
+def staging_dir(base_dir: str, version: str) -> str:
+    """Where `publish_version` stages `version` before renaming it into place."""
+    return os.path.join(base_dir, f".{version}.partial")
+
+
+@contextlib.contextmanager
+def push_lock(base_dir: str) -> Iterator[None]:
+    """One push at a time into the local folder `base_dir` (created if missing): an exclusive
+    OS lock (flock) on `<base_dir>/.push.lock`, which the kernel releases if the holder dies."""
+    import portalocker
+
+    folder = base_dir.removeprefix("file://")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, LOCK_FILE), "a") as handle:
+        portalocker.lock(handle, portalocker.LockFlags.EXCLUSIVE)
+        try:
+            yield
+        finally:
+            portalocker.unlock(handle)
+
+
+def remove_leftover_stagings(base_dir: str) -> list[str]:
+    """Deletes the `.<version>.partial` folders under `base_dir` and returns their names.
+
+    Call it holding `push_lock`: every staging folder is then a leftover of a push that died
+    before its rename (a live pusher holds the lock while its staging folder exists)."""
+    if not fileio.isdir(base_dir):
+        return []
+    removed = []
+    for name in sorted(entry.rstrip("/") for entry in fileio.listdir(base_dir)):
+        if STAGING.fullmatch(name):
+            fileio.rmtree(os.path.join(base_dir, name))
+            removed.append(name)
+    return removed
 
 
 def latest_version(base_dir: str) -> str | None:
@@ -103,13 +148,20 @@ def same_files(files: Mapping[str, str], directory: str) -> bool:
     return True
 
 
-def unblessed(input_dict: Mapping[str, list[types.Artifact]]) -> list[str]:
-    """The blessing inputs (`model_blessing`, `infra_blessing`) given and not blessed."""
+def unblessed(input_dict: Mapping[str, list[types.Artifact]]) -> dict[str, str]:
+    """{blessing input (`model_blessing`, `infra_blessing`) given and not blessed: its
+    `blessing_message`, which says why (empty when the blessing has none)}."""
     specs = standard_component_specs
     given = {key: artifact_utils.get_single_instance(input_dict[key])
              for key in (specs.MODEL_BLESSING_KEY, specs.INFRA_BLESSING_KEY) if input_dict.get(key)}
-    return [key for key, blessing in given.items()
-            if blessing.get_int_custom_property("blessed") != 1]
+    return {key: blessing.get_string_custom_property(BLESSING_MESSAGE)
+            for key, blessing in given.items() if blessing.get_int_custom_property("blessed") != 1}
+
+
+def not_pushed_reason(input_dict: Mapping[str, list[types.Artifact]]) -> str:
+    """Why a model is not pushed: each unblessed input with its blessing's message."""
+    return "; ".join(f"{key} not blessed" + (f" ({message})" if message else "")
+                     for key, message in unblessed(input_dict).items())
 
 
 def warmup_file(input_dict: Mapping[str, list[types.Artifact]]) -> str | None:
@@ -136,7 +188,10 @@ class AtomicPushExecutor(pusher_executor.Executor):
         )
         if not self.CheckBlessing(input_dict):
             self._MarkNotPushed(pushed)
-            print(f"  not pushed: {' and '.join(unblessed(input_dict))} not blessed", flush=True)
+            reason = not_pushed_reason(input_dict)
+            pushed.set_string_custom_property(NOT_PUSHED_REASON, reason)
+            logging.info("Model not pushed: %s", reason)
+            print(f"  not pushed: {reason}", flush=True)
             return
         model_dir = self.GetModelPath(input_dict)
         destination = pusher_pb2.PushDestination()
@@ -149,14 +204,15 @@ class AtomicPushExecutor(pusher_executor.Executor):
         base_dir = destination.filesystem.base_directory
 
         files = version_files(model_dir, warmup_file(input_dict))
-        latest = latest_version(base_dir)
-        if latest is not None and same_files(files, os.path.join(base_dir, latest)):
-            version, reused = latest, True
-            logging.info("Model equals the pushed version %s; not pushed again.", latest)
-        else:
-            version, reused = self._new_version(base_dir, latest), False
-            publish_version(files, os.path.join(base_dir, version))
-            logging.info("Model pushed to %s.", os.path.join(base_dir, version))
+        local = is_local(base_dir)
+        with push_lock(base_dir) if local else contextlib.nullcontext():
+            removed = remove_leftover_stagings(base_dir) if local else []
+            if removed:
+                logging.warning("Removed staging folders of interrupted pushes in %s: %s",
+                                base_dir, ", ".join(removed))
+                print(f"  removed {len(removed)} leftover staging folder(s) of interrupted "
+                      f"pushes: {', '.join(removed)}", flush=True)
+            version, reused = self._publish(files, base_dir)
         print(f"  {'already served as' if reused else 'pushed'} "
               f"{os.path.join(base_dir, version)}", flush=True)
 
@@ -164,6 +220,18 @@ class AtomicPushExecutor(pusher_executor.Executor):
         self._MarkPushed(pushed, pushed_destination=os.path.join(base_dir, version),
                          pushed_version=version)
         pushed.set_int_custom_property("reused_version", int(reused))
+        pushed.set_int_custom_property("removed_partials", len(removed))
+
+    def _publish(self, files: Mapping[str, str], base_dir: str) -> tuple[str, bool]:
+        """(version, reused): the latest version when it holds `files`, else a new one."""
+        latest = latest_version(base_dir)
+        if latest is not None and same_files(files, os.path.join(base_dir, latest)):
+            logging.info("Model equals the pushed version %s; not pushed again.", latest)
+            return latest, True
+        version = self._new_version(base_dir, latest)
+        publish_version(files, os.path.join(base_dir, version))
+        logging.info("Model pushed to %s.", os.path.join(base_dir, version))
+        return version, False
 
     @staticmethod
     def _new_version(base_dir: str, latest: str | None) -> str:

@@ -8,6 +8,10 @@ discriminator calls its images real.
 The book's generator starts from an 8x8 map and upsamples three times to 64x64 faces; here the
 start size and the number of upsamplings follow the data (7x7 and two for 28x28 digits, 4x4 and
 three for 32x32). ``width`` scales every filter count so tests can train tiny networks.
+
+Under a mixed-precision policy both networks' outputs stay float32 (Keras' mixed-precision
+guide), mixed_float16 wraps each optimizer in a LossScaleOptimizer, and the training step
+reduces its losses over the global batch (`models.distributed`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from models import image_grid
+from models.distributed import global_batch_mean
 
 __all__ = [
     "GAN",
@@ -55,7 +60,7 @@ def build_discriminator(image_shape: tuple[int, int, int], width: float = 1.0) -
         x = layers.LeakyReLU(negative_slope=0.2)(x)
     x = layers.Flatten()(x)
     x = layers.Dropout(0.2)(x)
-    outputs = layers.Dense(1, activation="sigmoid")(x)
+    outputs = layers.Dense(1, activation="sigmoid", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="discriminator")
 
 
@@ -72,7 +77,7 @@ def build_generator(
     for count in (128, 256, 512)[:steps]:
         x = layers.Conv2DTranspose(_filters(count, width), 4, strides=2, padding="same")(x)
         x = layers.LeakyReLU(negative_slope=0.2)(x)
-    outputs = layers.Conv2D(channels, 5, padding="same", activation="sigmoid")(x)
+    outputs = layers.Conv2D(channels, 5, padding="same", activation="sigmoid", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="generator")
 
 
@@ -105,10 +110,12 @@ class GAN(keras.Model):
         loss_fn: keras.losses.Loss | None = None,
         **kwargs,
     ) -> None:
-        """Adam(1e-4) for each network and binary cross-entropy unless given."""
+        """Adam(1e-4) for each network and binary cross-entropy unless given; under
+        mixed_float16 each optimizer scales its loss (LossScaleOptimizer)."""
         super().compile(**kwargs)
-        self.d_optimizer = d_optimizer or keras.optimizers.Adam(learning_rate=1e-4)
-        self.g_optimizer = g_optimizer or keras.optimizers.Adam(learning_rate=1e-4)
+        policy = self.dtype_policy.name
+        self.d_optimizer = _loss_scaled(d_optimizer or keras.optimizers.Adam(1e-4), policy)
+        self.g_optimizer = _loss_scaled(g_optimizer or keras.optimizers.Adam(1e-4), policy)
         self.loss_fn = loss_fn or keras.losses.BinaryCrossentropy()
         # Built now, so a saved model restores the optimizer state along with the weights.
         for optimizer, network in (
@@ -138,7 +145,13 @@ class GAN(keras.Model):
         return self.generator(z, training=training)
 
     def _latents(self, batch_size) -> tf.Tensor:
-        return keras.random.normal((batch_size, self.latent_dim), seed=self.seed_generator)
+        """This replica's rows of one draw for every replica: replicas under tf.distribute share
+        the seed, and would otherwise generate the same images (one replica: the same draw)."""
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync
+        z = keras.random.normal((batch_size * replicas, self.latent_dim), seed=self.seed_generator)
+        start = context.replica_id_in_sync_group * batch_size
+        return z[start : start + batch_size]
 
     def train_step(self, data):
         real_images = data[0] if isinstance(data, (tuple, list)) else data
@@ -150,20 +163,26 @@ class GAN(keras.Model):
         labels += LABEL_NOISE * keras.random.uniform(ops.shape(labels), seed=self.seed_generator)
         with tf.GradientTape() as tape:
             predictions = self.discriminator(combined_images, training=True)
-            d_loss = self.loss_fn(labels, predictions)
+            d_losses = self.loss_fn.call(labels, predictions)  # per image, [2B]
+            d_scaled = self.d_optimizer.scale_loss(global_batch_mean(d_losses))
         weights = self.discriminator.trainable_weights
-        self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, weights), weights, strict=True))
+        self.d_optimizer.apply_gradients(
+            zip(tape.gradient(d_scaled, weights), weights, strict=True)
+        )
 
         misleading_labels = ops.zeros((batch_size, 1))  # "real" for generated images
         with tf.GradientTape() as tape:
             generated_images = self.generator(self._latents(batch_size), training=True)
             predictions = self.discriminator(generated_images, training=True)
-            g_loss = self.loss_fn(misleading_labels, predictions)
+            g_losses = self.loss_fn.call(misleading_labels, predictions)
+            g_scaled = self.g_optimizer.scale_loss(global_batch_mean(g_losses))
         weights = self.generator.trainable_weights
-        self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, weights), weights, strict=True))
+        self.g_optimizer.apply_gradients(
+            zip(tape.gradient(g_scaled, weights), weights, strict=True)
+        )
 
-        self.d_loss_metric.update_state(d_loss)
-        self.g_loss_metric.update_state(g_loss)
+        self.d_loss_metric.update_state(ops.mean(d_losses))
+        self.g_loss_metric.update_state(ops.mean(g_losses))
         return {metric.name: metric.result() for metric in self.metrics}
 
     def get_config(self) -> dict:
@@ -181,6 +200,15 @@ class GAN(keras.Model):
         discriminator = keras.saving.deserialize_keras_object(config.pop("discriminator"))
         generator = keras.saving.deserialize_keras_object(config.pop("generator"))
         return cls(discriminator, generator, **config)
+
+
+def _loss_scaled(optimizer: keras.optimizers.Optimizer, policy: str) -> keras.optimizers.Optimizer:
+    """`optimizer`, wrapped in a LossScaleOptimizer under the mixed_float16 policy (float16
+    gradients underflow without it); Keras' `compile` does this only for its own optimizer."""
+    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    if policy == "mixed_float16" and not scaled:
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
 
 
 def build_gan(

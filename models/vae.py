@@ -6,6 +6,10 @@ to pixel probabilities. Training minimizes the negative evidence lower bound (EL
 Bernoulli reconstruction loss summed over pixels plus the KL divergence to N(0, I) summed over
 latent dimensions (the book's code averages the KL term over dimensions, which weakens it by a
 factor of D; summing gives the true ELBO, in nats per image).
+
+Under a mixed-precision policy the latent statistics, the sampler and the decoder's pixel
+probabilities stay float32 (Keras' mixed-precision guide: numerically sensitive outputs in
+float32), and the training step reduces its loss over the global batch (`models.distributed`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from models import image_grid
+from models.distributed import global_batch_mean
 
 ImageShape = tuple[int, int, int]  # height, width, channels
 
@@ -68,8 +73,8 @@ def build_encoder(latent_dim: int = 2, image_shape: ImageShape = (28, 28, 1)) ->
     x = layers.Conv2D(64, 3, strides=2, padding="same", activation="relu")(x)
     x = layers.Flatten()(x)
     x = layers.Dense(16, activation="relu")(x)
-    z_mean = layers.Dense(latent_dim, name="z_mean")(x)
-    z_log_var = layers.Dense(latent_dim, name="z_log_var")(x)
+    z_mean = layers.Dense(latent_dim, name="z_mean", dtype="float32")(x)
+    z_log_var = layers.Dense(latent_dim, name="z_log_var", dtype="float32")(x)
     return keras.Model(inputs, [z_mean, z_log_var], name="encoder")
 
 
@@ -82,7 +87,7 @@ def build_decoder(latent_dim: int = 2, image_shape: ImageShape = (28, 28, 1)) ->
     x = layers.Reshape((height // 4, width // 4, 64))(x)
     x = layers.Conv2DTranspose(64, 3, strides=2, padding="same", activation="relu")(x)
     x = layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu")(x)
-    outputs = layers.Conv2D(channels, 3, padding="same", activation="sigmoid")(x)
+    outputs = layers.Conv2D(channels, 3, padding="same", activation="sigmoid", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="decoder")
 
 
@@ -117,7 +122,7 @@ class VAE(keras.Model):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
-        self.sampler = Sampler(seed=seed, name="sampler")
+        self.sampler = Sampler(seed=seed, name="sampler", dtype="float32")
         self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
         self.reconstruction_loss_tracker = keras.metrics.Mean(name="reconstruction_loss")
         self.kl_loss_tracker = keras.metrics.Mean(name="kl_loss")
@@ -136,15 +141,14 @@ class VAE(keras.Model):
         return self.decoder(z_mean, training=training)
 
     def _elbo_terms(self, images, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
+        """Per-image reconstruction loss and KL divergence, [B] each."""
         z_mean, z_log_var = self.encoder(images, training=training)
         z = self.sampler(z_mean, z_log_var)
         reconstruction = self.decoder(z, training=training)
-        return (
-            ops.mean(reconstruction_loss(images, reconstruction)),
-            ops.mean(kl_divergence(z_mean, z_log_var)),
-        )
+        return reconstruction_loss(images, reconstruction), kl_divergence(z_mean, z_log_var)
 
     def _record(self, reconstruction: tf.Tensor, kl: tf.Tensor) -> dict[str, tf.Tensor]:
+        reconstruction, kl = ops.mean(reconstruction), ops.mean(kl)
         self.total_loss_tracker.update_state(reconstruction + kl)
         self.reconstruction_loss_tracker.update_state(reconstruction)
         self.kl_loss_tracker.update_state(kl)
@@ -154,8 +158,9 @@ class VAE(keras.Model):
         images = _images_only(data)
         with tf.GradientTape() as tape:
             reconstruction, kl = self._elbo_terms(images, training=True)
-            total = reconstruction + kl
-        gradients = tape.gradient(total, self.trainable_weights)
+            total = global_batch_mean(reconstruction) + global_batch_mean(kl)
+            scaled = self.optimizer.scale_loss(total)  # mixed_float16's loss scaling
+        gradients = tape.gradient(scaled, self.trainable_weights)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_weights, strict=True))
         return self._record(reconstruction, kl)
 

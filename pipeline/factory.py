@@ -3,9 +3,9 @@
 
 With data (text, VAE, DCGAN):
     ExampleGen -> StatisticsGen -> SchemaGen (the curated schema) -> ExampleValidator and
-    DistributionValidator (drift from the previous run) -> AnomalyGate -> Transform -> Trainer
-    -> evaluator (with the latest blessed model as baseline; the DCGAN on digits also with a
-    digit classifier) and ServingValidator -> Pusher (when both bless)
+    DistributionValidator (drift from the last run that passed the gate) -> AnomalyGate
+    -> Transform -> Trainer -> evaluator (with the latest blessed model as baseline; the DCGAN
+    on digits also with a digit classifier) and ServingValidator -> Pusher (when both bless)
 Fast style network:  ContentPhotoGen -> Trainer -> ServingValidator -> Pusher
 DeepDream, style transfer:  ExportPretrainedModel -> ServingValidator -> Pusher
 
@@ -81,8 +81,9 @@ def _digit_classifier(profile: Any, data: Mapping[str, Any]) -> Any:
 def _evaluated(model: ModelPipeline, profile: Any, pipeline_name: str, served_name: str,
                serving_dir: str, example_gen: Any, data: Mapping[str, Any],
                transform_config: dict[str, Any], baseline_metadata: Any,
-               check_drift: bool, schema_dir: str | None) -> list[Any]:
-    """Validation, Transform, Trainer, evaluator against the last blessed model, push."""
+               drift_store: Any, schema_dir: str | None) -> list[Any]:
+    """Validation (drift checked against the store `drift_store` unless it is None), Transform,
+    Trainer, evaluator against the last blessed model, push."""
     from tfx import v1 as tfx
 
     from components.schemas import schema_file
@@ -90,7 +91,7 @@ def _evaluated(model: ModelPipeline, profile: Any, pipeline_name: str, served_na
     source = stages.compile_time_value(data[model.stages.source_knob])
     validation = stages.data_validation(
         example_gen.outputs["examples"], schema_file(model.stages.schema(source), schema_dir),
-        dict(model.stages.drift) if check_drift else None,
+        None if drift_store is None else dict(model.stages.drift), pipeline_name, drift_store,
     )
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
@@ -166,10 +167,11 @@ def create_pipeline(
 
     `data` holds the example gen's knobs (`ModelPipeline.data_knobs`; values or
     RuntimeParameters; default: the offline source and the profile's size); `style` is the
-    style image of a styled model (`--style`); `baseline_metadata` is
-    `stages.latest_blessed_model`'s `metadata`; `check_drift` compares the data with the
-    previous run's (`stages.data_validation`; local runs only); `schema_dir` holds the curated
-    schemas (default: this checkout's `components/schemas`).
+    style image of a styled model (`--style`); `baseline_metadata` is the `metadata` of
+    `stages.latest_blessed_model` and `stages.data_validation` (None: the former's resolver,
+    the latter asks `metadata_connection_config`, the local sqlite store); `check_drift`
+    compares the data with the last run's that passed the gate (`stages.data_validation`);
+    `schema_dir` holds the curated schemas (default: this checkout's `components/schemas`).
     """
     from tfx import v1 as tfx
 
@@ -183,9 +185,13 @@ def create_pipeline(
             components = _trained_on_examples(model, profile, served_name, serving_dir,
                                               example_gen, style)
         else:
+            drift_store = None
+            if check_drift:  # a local run's own store unless told another
+                drift_store = (stages.store_address(metadata_connection_config)
+                               if baseline_metadata is None else baseline_metadata)
             components = _evaluated(model, profile, pipeline_name, served_name, serving_dir,
                                     example_gen, data, transform_config, baseline_metadata,
-                                    check_drift, schema_dir)
+                                    drift_store, schema_dir)
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
@@ -201,8 +207,8 @@ def build_pipeline(model: ModelPipeline, options: RunOptions, *,
     """The pipeline of `genpipe run MODEL` with `options`, laid out under `options.root`.
 
     A local run checks that the source exists and uses the absolute root; a compiled spec
-    (`for_local_run=False`) gets runtime parameters for the data knobs and the last-blessed
-    lookup. ValueError (naming the option) for a bad profile, source or style.
+    (`for_local_run=False`) gets runtime parameters for the data knobs and for the store its
+    baseline lookups ask. ValueError (naming the option) for a bad profile, source or style.
     """
     profile = get_profile(model.profiles, options.profile)
     source = model.check_source(options.source, for_local_run)
@@ -227,6 +233,6 @@ def build_pipeline(model: ModelPipeline, options: RunOptions, *,
         metadata_connection_config=layout.metadata_config() if for_local_run else None,
         beam_pipeline_args=options.beam_pipeline_args,
         enable_cache=options.enable_cache,
-        check_drift=for_local_run and not options.accept_drift,
+        check_drift=not options.accept_drift,
         schema_dir=None if for_local_run else IMAGE_SCHEMA_DIR,
     )

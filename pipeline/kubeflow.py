@@ -2,11 +2,12 @@
 Vertex AI Pipelines both run, then submit it or schedule it.
 
 The compile is TFX's KubeflowV2DagRunner (PipelineSpec schema 2.1.0) plus what both backends
-need: every executor a container or an importer (the last-blessed lookup is the
-`LastBlessedModel` container component, never uncached), defaults for the runtime parameters
-(`stages.knobs`: data location and sizes, `last_blessed_metadata`), the root as
-`defaultPipelineRoot`, and accelerators on the Trainers when asked. `.yaml` is the PipelineSpec
-the kfp client uploads; `.json` is TFX's PipelineJob (spec + runtime config) for Vertex.
+need: every executor a container or an importer (the last-blessed lookup and the drift
+baseline's are the `LastBlessedModel` and `PreviousStatistics` container components, never
+cached), defaults for the runtime parameters (`stages.knobs`: data location and sizes,
+`baseline_metadata`), the root as `defaultPipelineRoot`, and accelerators on the Trainers when
+asked. `.yaml` is the PipelineSpec the kfp client uploads; `.json` is TFX's PipelineJob (spec +
+runtime config) for Vertex.
 Submitting uses `kfp.Client` (a run, or a recurring run: cron, at most one at a time, no
 catch-up) or, for Vertex, `aiplatform.PipelineJob` and its schedules. TFX, kfp and aiplatform
 are imported inside the functions (slow imports).
@@ -100,7 +101,7 @@ def compile_pipeline(pipeline: Any, output_file: str, image: str,
     KFP cannot run."""
     from tfx import v1 as tfx
 
-    from pipeline.stages import LAST_BLESSED
+    from pipeline.stages import UNCACHED
 
     check_spec_path(output_file)
     check_image(image)
@@ -118,9 +119,8 @@ def compile_pipeline(pipeline: Any, output_file: str, image: str,
         definition = spec["root"]["inputDefinitions"]["parameters"][name]
         definition.update(defaultValue=parameter.default, isOptional=True)
     spec["defaultPipelineRoot"] = pipeline.pipeline_info.pipeline_root
-    lookup = spec["root"]["dag"]["tasks"].get(LAST_BLESSED)
-    if lookup is not None:
-        lookup.pop("cachingOptions", None)  # a cached lookup would keep an old baseline
+    for task in UNCACHED:  # a cached lookup would keep an old baseline
+        spec["root"]["dag"]["tasks"].get(task, {}).pop("cachingOptions", None)
     foreign = foreign_executors(spec)
     if foreign:
         raise ValueError(f"executors {foreign} are neither container nor importer executors; "

@@ -8,6 +8,7 @@ import sys
 import time
 
 from pipeline import kubeflow
+from pipeline.stages import BASELINE_METADATA
 
 EXIT_FAILED = 1
 
@@ -97,8 +98,8 @@ def kubeflow_command(args: argparse.Namespace) -> int:
     where = "Vertex AI" if args.vertex else args.host
     try:
         if args.vertex:
-            if "last_blessed_metadata" in declared:  # Vertex has no ML Metadata gRPC endpoint
-                params.setdefault("last_blessed_metadata", "")
+            if BASELINE_METADATA in declared:  # Vertex has no ML Metadata gRPC endpoint
+                params.setdefault(BASELINE_METADATA, "")
             job = kubeflow.vertex_job(args.spec, args.project, args.region, params, name)
             made = (kubeflow.submit_vertex(job) if cron is None
                     else kubeflow.schedule_vertex(job, name, cron))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from components.images.dataset import DATASET_HELP, check_dataset, is_digits
-from components.schemas import MEAN_INTENSITY, NUM_WORDS
+from components.schemas import L_INFINITY, MEAN_INTENSITY, NUM_WORDS, WORDS, DriftLimit
 from pipeline import summaries
 from pipeline.profiles import (
     DREAM_PROFILES,
@@ -53,7 +53,9 @@ class Stages:
     evaluator: str | None = None
     pretrained_export: bool = False
     schema: Callable[[str], str] | None = None  # source -> its curated schema's name
-    drift: tuple[tuple[str, float], ...] = ()  # (feature, largest JS divergence from last run)
+    # (feature, largest distance from the last run's distribution): a number is a Jensen-Shannon
+    # divergence (numeric features), a DriftLimit names its comparator
+    drift: tuple[tuple[str, float | DriftLimit], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,14 +95,40 @@ class ModelPipeline:
         return knobs
 
 
-def check_folder_source(source: str, must_exist: bool, *, allowed: str) -> str:
-    """`offline` or a folder path (absolute when it must exist here); ValueError otherwise."""
+def check_folder_source(
+    source: str, must_exist: bool, *, allowed: str,
+    contents: Callable[[str], object] | None = None,
+) -> str:
+    """`offline` or a folder path (absolute when it must exist here); ValueError otherwise.
+
+    When the folder must exist here, `contents(folder)` may refuse it too (no usable document
+    or image), before any component runs and ML Metadata records anything.
+    """
     if source == OFFLINE:
         return source
     if not source or (must_exist and not Path(source).is_dir()):
         raise ValueError(f"--source {source!r} is neither 'offline' nor an existing folder; "
                          f"allowed: {allowed}")
-    return str(Path(source).resolve()) if must_exist else source
+    if not must_exist:
+        return source
+    folder = str(Path(source).resolve())
+    if contents is not None:
+        contents(folder)
+    return folder
+
+
+def usable_text_folder(folder: str) -> None:
+    """Refuses a text folder with no usable document (`sources.reviews.check_text_folder`)."""
+    from sources.reviews import check_text_folder  # only for local folders
+
+    check_text_folder(folder)
+
+
+def usable_image_folder(folder: str) -> None:
+    """Refuses a photo folder with no readable image (`sources.images.check_image_folder`)."""
+    from sources.images import check_image_folder  # imports Pillow: only for local folders
+
+    check_image_folder(folder)
 
 
 def no_source(model: str) -> Callable[[str, bool], str]:
@@ -122,20 +150,25 @@ IMAGE_STAGES = dict(example_gen="ImageExampleGen", source_knob="dataset", size_k
                     schema=lambda dataset: "digits" if is_digits(dataset) else "image_folder",
                     drift=((MEAN_INTENSITY, 0.1),))
 
+# Vocabulary: the largest change in the share of any word among the reviews' distinct words. On
+# the smoke train split the next 300 offline reviews moved it 0.005, the same 300 with every
+# word's letters shuffled 0.024 (docs/operations.md, "Data checks").
+VOCABULARY_DRIFT = DriftLimit(0.01, L_INFINITY)
+
 MODELS: dict[str, ModelPipeline] = {model.name: model for model in (
     ModelPipeline(
         name="text", serving_name="text_lm",
         help="Transformer language model with temperature sampling (DLwP 12.1)",
         profiles=TEXT_PROFILES, source_help=TEXT_SOURCE_HELP,
         check_source=lambda source, must_exist: check_folder_source(
-            source, must_exist, allowed=TEXT_SOURCE_HELP),
+            source, must_exist, allowed=TEXT_SOURCE_HELP, contents=usable_text_folder),
         stages=Stages(example_gen="TextExampleGen", source_knob="source",
                       size_knob="max_documents",
                       preprocessing_fn="components.text.transform.preprocessing_fn",
                       run_fn="components.text.trainer.run_fn",
                       evaluator="components.text.evaluate.TextLmEvaluator",
                       schema=lambda source: "text_offline" if source == OFFLINE else "text_folder",
-                      drift=((NUM_WORDS, 0.1),)),
+                      drift=((NUM_WORDS, 0.1), (WORDS, VOCABULARY_DRIFT))),
         summarize=summaries.text_lm,
     ),
     ModelPipeline(
@@ -175,7 +208,7 @@ MODELS: dict[str, ModelPipeline] = {model.name: model for model in (
         help="fast style network trained on content photos for one --style image",
         profiles=FAST_STYLE_PROFILES, source_help=PHOTO_SOURCE_HELP,
         check_source=lambda source, must_exist: check_folder_source(
-            source, must_exist, allowed=PHOTO_SOURCE_HELP),
+            source, must_exist, allowed=PHOTO_SOURCE_HELP, contents=usable_image_folder),
         stages=Stages(example_gen="ContentPhotoGen", source_knob="source",
                       run_fn="components.fast_style.trainer.run_fn"),
         summarize=summaries.fast_style, styled=True,

@@ -54,9 +54,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-cache", action="store_true",
                         help="re-run every component instead of reusing cached results")
     parser.add_argument("--accept-drift", action="store_true",
-                        help="skip the comparison with the previous run's data statistics, when "
-                        "a change of the source is intended (the data is still checked against "
-                        "the curated schema; this run's statistics become the next baseline)")
+                        help="skip the comparison with the data statistics of the last run that "
+                        "passed the data checks, when a change of the source is intended (the "
+                        "data is still checked against the curated schema; this run's "
+                        "statistics become the next baseline)")
     parser.add_argument(
         "--beam_pipeline_args", action="append", metavar="ARGS",
         help="Beam options for every Beam-powered component of every pipeline, local or "

@@ -39,7 +39,7 @@ class RunOptions:
     enable_cache: bool = True
     beam_pipeline_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
     style: str | None = None  # fast-style's --style
-    accept_drift: bool = False  # --accept-drift: no comparison with the previous run's data
+    accept_drift: bool = False  # --accept-drift: no drift comparison (the run may pass)
 
 
 def parse_beam_args(values: list[str] | None) -> tuple[str, ...]:
@@ -108,7 +108,7 @@ class ProgressLog(logging.Handler):
         self.started = time.monotonic()
         self.current: str | None = None
         self.current_started = 0.0
-        self.cached = False
+        self.how = "done"  # how the current component ended: done or cached
         self.seconds: dict[str, float] = {}
 
     def line(self, text: str) -> None:
@@ -116,20 +116,19 @@ class ProgressLog(logging.Handler):
         print(f"[{int(elapsed // 60):3d}:{elapsed % 60:04.1f}] {text}", file=self.out, flush=True)
 
     def emit(self, record: logging.LogRecord) -> None:
+        message, args = record.msg, record.args
         if record.levelno >= logging.WARNING:
             logging.getLogger().handle(record)
             return
-        message, args = record.msg, record.args
         if message == "Component %s is running." and args:
-            self.current, self.current_started, self.cached = args[0], time.monotonic(), False
+            self.current, self.current_started, self.how = args[0], time.monotonic(), "done"
             self.line(f"{self.current} ...")
         elif isinstance(message, str) and message.startswith("A cached execution"):
-            self.cached = True
+            self.how = "cached"
         elif message == "Component %s is finished." and args:
             seconds = time.monotonic() - self.current_started
             self.seconds[args[0]] = seconds
-            how = "cached" if self.cached else "done"
-            self.line(f"{args[0]} {how} in {seconds:.1f} s")
+            self.line(f"{args[0]} {self.how} in {seconds:.1f} s")
             self.current = None
 
 
@@ -235,6 +234,20 @@ def latest_run(metadata_config: Any, pipeline_name: str) -> RunSummary:
     return RunSummary(pipeline_name, run.name, components)
 
 
+def _compiled(pipeline: Any) -> Any:
+    """The pipeline's IR as `LocalDagRunner.run` compiles it, with the cache off for the
+    baseline lookups (`stages.UNCACHED`: a cached lookup would keep an old baseline)."""
+    from tfx.orchestration.portable import tfx_runner
+
+    from pipeline.stages import UNCACHED
+
+    ir = tfx_runner._make_pipeline_proto(pipeline)  # noqa: SLF001 (what `run` compiles)
+    for node in ir.nodes:
+        if node.pipeline_node.node_info.id in UNCACHED:
+            node.pipeline_node.execution_options.caching_options.enable_cache = False
+    return ir
+
+
 def run_local(pipeline: Any, out: TextIO | None = None) -> RunSummary:
     """Runs `pipeline` with LocalDagRunner, printing component progress to `out` (stdout).
 
@@ -256,7 +269,7 @@ def run_local(pipeline: Any, out: TextIO | None = None) -> RunSummary:
           f"with LocalDagRunner; artifacts under {pipeline.pipeline_info.pipeline_root}",
           file=out, flush=True)
     try:
-        tfx.orchestration.LocalDagRunner().run(pipeline)
+        tfx.orchestration.LocalDagRunner().run_with_ir(_compiled(pipeline))
     except Exception:
         if progress.current is not None:
             progress.line(f"{progress.current} FAILED")

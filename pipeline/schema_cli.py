@@ -1,8 +1,10 @@
 """`genpipe schema show|update`: the curated schemas the pipelines import (`components.schemas`).
 
 `update` is the deliberate refresh: it infers a schema from the statistics of a model's latest run
-under a root (the run may have stopped at the data gate), shows what changed, and rewrites the
-curated file; review the change with `git diff` and commit it like code.
+under a root (the run may have stopped at the data gate) and merges it into the curated file
+(`components.schemas.merge`: existing features keep their curation, new ones are added, removed
+and changed ones reported), shows the diff, and writes it only with `--yes` (or after a "y" on a
+terminal); review it with `git diff` and commit it like code.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     trained = [name for name in MODEL_NAMES if _has_schema(name)]
     for action, text in (
         ("show", "print the curated schema a model's source is validated against"),
-        ("update", "re-infer it from the statistics of the model's latest run under --root "
-                   "and rewrite the curated file (review with git diff)"),
+        ("update", "merge what the statistics of the model's latest run under --root infer "
+                   "into the curated file, keeping its curation; shows the diff, writes with "
+                   "--yes"),
     ):
         sub = actions.add_parser(action, help=text, description=text)
         sub.add_argument("model", metavar="MODEL", help=f"one of: {', '.join(trained)}")
@@ -37,8 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             sub.add_argument("--profile", default="demo",
                              help=f"the run's profile, one of: {', '.join(PROFILE_NAMES)} "
                                   "(default: demo)")
-            sub.add_argument("--dry-run", action="store_true",
-                             help="print the changes without writing the file")
+            sub.add_argument("--file", help="the curated schema file to merge into "
+                                            "(default: the model's in components/schemas/)")
+            write = sub.add_mutually_exclusive_group()
+            write.add_argument("--yes", action="store_true",
+                               help="write the merged schema without asking")
+            write.add_argument("--dry-run", action="store_true",
+                               help="print the changes and the diff without writing the file")
         sub.set_defaults(handler=schema_command)
 
 
@@ -74,17 +82,23 @@ def schema_command(args: argparse.Namespace) -> int:
 
 
 def _update(args: argparse.Namespace, model, name: str, path: str) -> int:
+    import difflib
     import os
 
     from components import schemas
+    from components.schemas.merge import merge_schema
     from pipeline.files import write_atomically
     from pipeline.profiles import get_profile
     from pipeline.runner import RootLayout, latest_run
 
+    path = args.file or path
     try:
         profile = get_profile(model.profiles, args.profile)
         layout = RootLayout.for_run(args.root, True)
-    except ValueError as error:
+        with open(path) as f:
+            curated_text = f.read()
+        curated = schemas.load_schema(path)
+    except (ValueError, OSError) as error:
         return _fail(str(error))
     if not os.path.isfile(layout.metadata_path):
         return _fail(f"--root {args.root!r} has no ML Metadata store ({layout.metadata_path}); "
@@ -95,17 +109,30 @@ def _update(args: argparse.Namespace, model, name: str, path: str) -> int:
             "StatisticsGen", "statistics")
     except (LookupError, KeyError) as error:
         return _fail(f"no statistics of {pipeline_name} under {args.root}: {error}")
-    inferred = schemas.infer_schema(statistics.uri)
-    changes = schemas.schema_changes(schemas.load_schema(path), inferred)
-    print(f"{name}: {len(changes)} change(s) from the statistics of {pipeline_name} "
+    merge = merge_schema(curated, schemas.infer_schema(statistics.uri), curated_text)
+    print(f"{name}: {len(merge.changes)} change(s) from the statistics of {pipeline_name} "
           f"({statistics.uri})")
-    for line in changes:
+    for line in merge.changes:
         print(f"  {line}")
-    if args.dry_run or not changes:
+    diff = list(difflib.unified_diff(curated_text.splitlines(keepends=True),
+                                     merge.text.splitlines(keepends=True),
+                                     fromfile=path, tofile=f"{path} (merged)"))
+    if not diff:
+        print(f"{path} is up to date")
         return 0
-    header = (f"Curated schema `{name}` (components/schemas): inferred by `genpipe schema "
-              f"update {model.name}` from the {schemas.INFERRED_FROM_SPLIT} split of a "
-              f"{profile.name} run, then reviewed. The pipelines import it (ImportSchemaGen).")
-    write_atomically(path, schemas.schema_text(inferred, header))
+    print("".join(diff), end="")
+    if args.dry_run:
+        return 0
+    if not args.yes and not _confirmed(f"write {path}? [y/N] "):
+        print(f"not written; rerun with --yes to write {path}")
+        return 0
+    write_atomically(path, merge.text)
     print(f"wrote {path}; review it with `git diff` before committing")
     return 0
+
+
+def _confirmed(question: str) -> bool:
+    """A "y" typed on a terminal; never when stdin is not a terminal (scripts use --yes)."""
+    if not sys.stdin.isatty():
+        return False
+    return input(question).strip().lower() in ("y", "yes")

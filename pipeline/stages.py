@@ -14,23 +14,34 @@ if TYPE_CHECKING:
 
 SERVING_VALIDATOR, PUSHER = "ServingValidator", "Pusher"  # component ids the summaries read
 LAST_BLESSED = "LastBlessedModel"  # component id of the compiled last-blessed lookup
-PREVIOUS_STATISTICS = "previous_statistics_resolver"  # the drift baseline's resolver
+PREVIOUS_STATISTICS = "PreviousStatistics"  # component id of the drift baseline's lookup
+ANOMALY_GATE = "AnomalyGate"  # component id of the data gate; a run passed it or not
+UNCACHED = (LAST_BLESSED, PREVIOUS_STATISTICS)  # lookups that must look again on every run
+BASELINE_METADATA = "baseline_metadata"  # the compiled lookups' runtime parameter
+# The split pairs (this run's, the baseline's) compared for drift: train only, as the smoke
+# eval split (31 reviews) moves past the limits between two samples of the same source.
+DRIFT_SPLIT_PAIRS = [("train", "train")]
 KUBEFLOW_METADATA = "grpc://metadata-grpc-service.kubeflow:8080"  # open-source KFP's MLMD
 
 
 def data_validation(
-    examples: Any, schema_file: str, drift_thresholds: Mapping[str, float] | None = None
+    examples: Any,
+    schema_file: str,
+    drift_thresholds: Mapping[str, Any] | None = None,
+    pipeline_name: str = "",
+    metadata: Any = None,
 ) -> list[Any]:
-    """StatisticsGen -> ImportSchemaGen -> ExampleValidator [-> DistributionValidator]
-    -> AnomalyGate over `examples`.
+    """StatisticsGen -> ImportSchemaGen -> ExampleValidator [-> PreviousStatistics ->
+    DistributionValidator] -> AnomalyGate over `examples`.
 
     The examples are validated against the curated schema at `schema_file`
-    (`components.schemas`). With `drift_thresholds` (feature -> largest Jensen-Shannon
-    divergence), this run's statistics are also compared with the previous run's of the same
-    pipeline, found by a resolver that runs before StatisticsGen (LocalDagRunner only: the
-    open-source Kubeflow backend runs no resolver). The schema is
-    `components[1].outputs["schema"]`; a component that must wait for clean data takes
-    `components[-1]` as an upstream node.
+    (`components.schemas`). With `drift_thresholds` (feature -> largest distance, as
+    `components.data_validation.drift_config` takes them), the train split's statistics are also
+    compared with those of the newest earlier run of `pipeline_name` that passed the gate, which
+    the `PreviousStatistics` component finds in the ML Metadata store at `metadata` (an address,
+    `store_address` for a local run, or a RuntimeParameter; `components.common.
+    previous_statistics`). The schema is `components[1].outputs["schema"]`; a component that
+    must wait for clean data takes `components[-1]` as an upstream node.
     """
     from tfx import v1 as tfx
     from tfx.components import DistributionValidator  # not in tfx.v1's public names yet
@@ -43,22 +54,37 @@ def data_validation(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
     components = [statistics_gen, schema_gen, example_validator]
-    drift = None
+    drift = {}
     if drift_thresholds:
-        previous = tfx.dsl.Resolver(
-            strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
-            statistics=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ExampleStatistics),
+        if not pipeline_name or metadata is None:
+            raise ValueError("data_validation: a drift check needs the pipeline_name whose "
+                             "earlier runs it compares with and the metadata store holding them")
+        from components.common.previous_statistics import PreviousStatistics
+
+        previous = PreviousStatistics(
+            statistics=statistics_gen.outputs["statistics"], pipeline_name=pipeline_name,
+            gate=ANOMALY_GATE, metadata=metadata,
         ).with_id(PREVIOUS_STATISTICS)
-        statistics_gen.add_upstream_node(previous)  # so it cannot see this run's statistics
         drift_validator = DistributionValidator(
             statistics=statistics_gen.outputs["statistics"],
-            baseline_statistics=previous.outputs["statistics"],
+            baseline_statistics=previous.outputs["baseline"],
             config=drift_config(drift_thresholds),
+            include_split_pairs=DRIFT_SPLIT_PAIRS,
         )
         components += [previous, drift_validator]
-        drift = drift_validator.outputs["anomalies"]
-    anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"], drift=drift)
-    return [*components, anomaly_gate]
+        drift = {"drift": drift_validator.outputs["anomalies"],
+                 "baseline": previous.outputs["baseline"]}
+    anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"], **drift)
+    return [*components, anomaly_gate.with_id(ANOMALY_GATE)]
+
+
+def store_address(connection_config: Any) -> str:
+    """The `sqlite://PATH` address (as the lookups take it) of a local run's ML Metadata store;
+    ValueError for any other connection."""
+    if connection_config is None or not connection_config.HasField("sqlite"):
+        raise ValueError("metadata_connection_config: a local run's drift check reads its own "
+                         "store, which must be sqlite (RootLayout.metadata_config)")
+    return f"sqlite://{connection_config.sqlite.filename_uri}"
 
 
 def trainer(run_fn: str, transform: Any, custom_config: dict[str, Any]) -> Any:
@@ -119,11 +145,13 @@ def compile_time_value(value: Any) -> Any:
 
 
 def baseline_metadata(for_local_run: bool) -> Any:
-    """What `latest_blessed_model` looks in: None (the resolver) for a local run, else the
-    runtime parameter `last_blessed_metadata` (default: Kubeflow's metadata-grpc-service)."""
+    """Where a compiled spec's lookups find their baselines: the runtime parameter
+    `baseline_metadata` (default: Kubeflow's metadata-grpc-service). None for a local run: its
+    last blessed model comes from the resolver, its drift baseline from its own store
+    (`store_address`)."""
     if for_local_run:
         return None
-    return knobs(False, last_blessed_metadata=KUBEFLOW_METADATA)["last_blessed_metadata"]
+    return knobs(False, **{BASELINE_METADATA: KUBEFLOW_METADATA})[BASELINE_METADATA]
 
 
 def validate_and_push(
@@ -160,5 +188,5 @@ def serving_lines(summary: RunSummary) -> list[str]:
     lines = [f"serving validation: {validation['blessing_message']}{samples}"]
     pushed = summary.output(PUSHER, "pushed_model").properties
     lines.append(f"served from {pushed['pushed_destination']}" if pushed.get("pushed")
-                 else "not pushed")
+                 else f"not pushed: {pushed.get('not_pushed_reason', 'see the gate above')}")
     return lines

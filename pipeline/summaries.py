@@ -22,8 +22,9 @@ def text_lm(summary: RunSummary) -> list[str]:
                      "not IMDB: pass an aclImdb folder with --source for the book's data)")
     lines.append(
         "data: {documents_read} documents read, {undecodable_documents} undecodable, "
-        "{empty_documents} empty, {duplicate_documents} duplicates dropped; "
-        "{train_examples} train / {eval_examples} eval examples".format(**examples)
+        "{oversized} over the size limit, {empty_documents} empty, {duplicate_documents} "
+        "duplicates dropped; {train_examples} train / {eval_examples} eval examples".format(
+            oversized=examples.get("oversized_documents", 0), **examples)  # 0: older runs
     )
     blessing = summary.output("TextLmEvaluator", "blessing").properties
     lines.append(f"held-out perplexity {blessing['perplexity']:.1f} "

@@ -35,6 +35,7 @@ _SERVER_FIELDS = {
     "rest_api_num_threads": "rest_api_num_threads",
     "rest_api_client_timeout_seconds": "rest_api_client_timeout_seconds",
     "grpc_max_threads": "workers",
+    "max_enqueued_requests": "max_enqueued_requests",
     "grpc_channel_arguments": "grpc_channel_arguments",
     "max_message_mb": "max_message_mb",
     "model_config_file": "model_config_file",
@@ -225,6 +226,14 @@ def register_serve(subparsers: argparse._SubParsersAction) -> None:
         default=_UNSET,
         metavar="N",
         help=f"gRPC worker threads (default {flags.GRPC_MAX_THREADS})",
+    )
+    net.add_argument(
+        "--max_enqueued_requests",
+        type=int,
+        default=_UNSET,
+        metavar="N",
+        help="requests gRPC and REST each let wait for a worker thread; more are refused at once "
+        f"with RESOURCE_EXHAUSTED / HTTP 429 (default {flags.MAX_ENQUEUED_REQUESTS})",
     )
     net.add_argument(
         "--grpc_channel_arguments",

@@ -19,6 +19,11 @@ REST_API_TIMEOUT_IN_MS = 30_000
 REST_API_CLIENT_TIMEOUT_SECONDS = 30.0
 MAX_MESSAGE_MB = 64
 GRPC_MAX_THREADS = 16
+# genpipe's: requests each front end lets wait for a worker thread (besides those running);
+# one more is refused at once with RESOURCE_EXHAUSTED / HTTP 429 (serving/admission.py). Two
+# rounds of the default 16 gRPC threads: a waiting gRPC request holds a thread of its own, and
+# a queue much longer than that only makes clients wait past their deadlines.
+MAX_ENQUEUED_REQUESTS = 32
 FILE_SYSTEM_POLL_WAIT_SECONDS = 1.0
 MODEL_CONFIG_FILE_POLL_WAIT_SECONDS = 0.0  # 0: read the file once
 SAVED_MODEL_TAGS = ("serve",)

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -19,6 +20,7 @@ from tensorflow_serving.apis import (
 
 from protos.generation import add_generation_service
 from serving import predict as core
+from serving.admission import REFUSAL_THREADS, AdmissionGate
 from serving.batching import BatchScheduler
 from serving.errors import ServingError
 from serving.generation import generate_stream
@@ -189,6 +191,74 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
         return _DENIALS[handler.request_streaming, handler.response_streaming]
 
 
+@contextmanager
+def _admission(gate: AdmissionGate, context: grpc.ServicerContext) -> Iterator[None]:
+    """Hold ``gate`` for one call: a refusal becomes the call's RESOURCE_EXHAUSTED, a deadline
+    that passes while the call waits for a thread its DEADLINE_EXCEEDED."""
+    try:
+        gate.admit()
+    except ServingError as error:
+        context.abort(error.code, error.message)
+    try:
+        try:
+            gate.start_run(request_deadline(context))
+        except ServingError as error:
+            context.abort(error.code, error.message)
+        try:
+            yield
+        finally:
+            gate.end_run()
+    finally:
+        gate.leave()
+
+
+def _admitted(gate: AdmissionGate, behavior: Callable, streaming: bool) -> Callable:
+    """``behavior`` run only once ``gate`` admits its call and gives it a thread."""
+    if streaming:
+
+        def run_stream(request, context):
+            with _admission(gate, context):
+                yield from behavior(request, context)
+
+        return run_stream
+
+    def run(request, context):
+        with _admission(gate, context):
+            return behavior(request, context)
+
+    return run
+
+
+class AdmissionInterceptor(grpc.ServerInterceptor):
+    """Bounds the calls the server holds (serving/admission.py): every method's behaviour is
+    wrapped so that it first passes ``gate``. Outermost, so a denied token costs a slot only
+    for the instant of its denial."""
+
+    def __init__(self, gate: AdmissionGate):
+        self._gate = gate
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        gate = self._gate
+        serialize = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.request_streaming and handler.response_streaming:
+            behavior = _admitted(gate, handler.stream_stream, streaming=True)
+            return grpc.stream_stream_rpc_method_handler(behavior, **serialize)
+        if handler.request_streaming:
+            behavior = _admitted(gate, handler.stream_unary, streaming=False)
+            return grpc.stream_unary_rpc_method_handler(behavior, **serialize)
+        if handler.response_streaming:
+            behavior = _admitted(gate, handler.unary_stream, streaming=True)
+            return grpc.unary_stream_rpc_method_handler(behavior, **serialize)
+        behavior = _admitted(gate, handler.unary_unary, streaming=False)
+        return grpc.unary_unary_rpc_method_handler(behavior, **serialize)
+
+
 class _Registry:
     """Hands service registrations to a `grpc.Server` and keeps the full method names
     ("/package.Service/Method") each one adds."""
@@ -219,15 +289,17 @@ def build_grpc_server(
     host: str,
     port: int,
     max_message_bytes: int,
+    gate: AdmissionGate,
     tls: TlsConfig | None = None,
     token: str | None = None,
-    workers: int = 16,
     channel_arguments: Sequence[tuple[str, int | str]] = (),
     batching: BatchScheduler | None = None,
 ) -> tuple[grpc.Server, int]:
     """A started-ready (not yet started) gRPC server and the port it bound.
 
     ``channel_arguments`` (--grpc_channel_arguments) replace our options of the same key.
+    ``gate`` bounds the calls held at once; the thread pool has room for its running and
+    waiting calls plus `REFUSAL_THREADS`.
     """
     given = {key for key, _ in channel_arguments}
     ours = [
@@ -236,9 +308,12 @@ def build_grpc_server(
         ("grpc.so_reuseport", 0),
     ]
     options = [option for option in ours if option[0] not in given] + list(channel_arguments)
-    interceptors = [BearerTokenInterceptor(token)] if token else []
+    interceptors: list[grpc.ServerInterceptor] = [AdmissionInterceptor(gate)]
+    if token:
+        interceptors.append(BearerTokenInterceptor(token))
+    threads = gate.limit + REFUSAL_THREADS
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
         interceptors=interceptors,
         options=options,
     )

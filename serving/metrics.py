@@ -169,6 +169,31 @@ class BatchingMetrics:
         )
 
 
+class AdmissionMetrics:
+    """Where the front ends' overload gates (serving/admission.py) report."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.refusals = Counter(
+            "genpipe_serving_requests_refused",
+            "Requests refused with RESOURCE_EXHAUSTED (HTTP 429) because the front end already "
+            "held its worker threads plus --max_enqueued_requests, by protocol",
+            ("protocol",),
+            registry=registry,
+        )
+        self.held = Gauge(
+            "genpipe_serving_requests_in_flight",
+            "Requests running or waiting for a worker thread, by protocol",
+            ("protocol",),
+            registry=registry,
+        )
+
+    def refused(self, protocol: str) -> None:
+        self.refusals.labels(protocol).inc()
+
+    def in_flight(self, protocol: str, change: int) -> None:
+        self.held.labels(protocol).inc(change)
+
+
 class ServingMetrics:
     """The server's metrics in their own registry (several servers may share a process).
 
@@ -217,6 +242,7 @@ class ServingMetrics:
             registry=self.registry,
         )
         self.batching = BatchingMetrics(self.registry)
+        self.admission = AdmissionMetrics(self.registry)
         self.tf = TfServingMetrics()
         if manager is not None:
             self.registry.register(_VersionStates(manager))

@@ -29,6 +29,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from serving import names, request_limits, rest_json
 from serving import predict as core
+from serving.admission import RETRY_AFTER_SECONDS, AdmissionGate
 from serving.batching import BatchScheduler
 from serving.errors import ServingError, http_status, invalid_argument
 from serving.manager import ModelManager
@@ -251,7 +252,13 @@ class _ApiHandler(_Base):
     async def _serve(self) -> None:
         body = b"".join(self.chunks)
         loop = asyncio.get_running_loop()
-        self.server.started()
+        gate = self.server.gate
+        try:
+            gate.admit()  # on the event loop: a refusal never waits behind the queue
+        except ServingError as error:
+            self.set_header("Retry-After", str(RETRY_AFTER_SECONDS))
+            self._reply(error.http_status, _error_body(error))
+            return
         try:
             status, payload = await loop.run_in_executor(
                 self.server.executor,
@@ -261,7 +268,7 @@ class _ApiHandler(_Base):
                 body,
             )
         finally:
-            self.server.finished()
+            gate.leave()
         self._reply(status, payload)
 
     get = post = put = delete = patch = options = _serve
@@ -298,19 +305,23 @@ class RestServer:
         host: str,
         port: int,
         max_body_bytes: int,
+        gate: AdmissionGate,
         token: str | None = None,
         ssl_context=None,
         metrics_path: str | None = None,
-        workers: int = 16,
         client_timeout: float | None = None,
     ):
+        """``gate`` bounds the requests held at once; its threads size the worker pool."""
         self.api = api
         self.client_timeout = client_timeout  # None: Tornado's (an hour for headers, no body)
         self.metrics = metrics
         self.token = token
         self.max_body_bytes = max_body_bytes
         self.metrics_path = metrics_path
-        self.executor = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rest")
+        self.gate = gate
+        self.executor = futures.ThreadPoolExecutor(
+            max_workers=self.gate.threads, thread_name_prefix="rest"
+        )
         routes: list = []
         if metrics_path:
             routes.append((re.escape(metrics_path), _MetricsHandler, {"server": self}))
@@ -327,21 +338,11 @@ class RestServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._http: tornado.httpserver.HTTPServer | None = None
         self._thread: threading.Thread | None = None
-        self._active = 0
-        self._active_lock = threading.Lock()
 
     def endpoints(self) -> list[tuple[str, str]]:
         """(method, URL template) of everything this server answers besides 404s."""
         page = [("GET", self.metrics_path)] if self.metrics_path else []
         return page + list(ENDPOINTS)
-
-    def started(self) -> None:
-        with self._active_lock:
-            self._active += 1
-
-    def finished(self) -> None:
-        with self._active_lock:
-            self._active -= 1
 
     def start(self) -> None:
         ready = threading.Event()
@@ -371,7 +372,7 @@ class RestServer:
             return
         self._loop.call_soon_threadsafe(self._http.stop)
         deadline = time.monotonic() + grace
-        while self._active and time.monotonic() < deadline:
+        while self.gate.in_flight and time.monotonic() < deadline:
             time.sleep(0.02)
 
         async def close() -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from serving import config as config_lib
 from serving import flags
+from serving.admission import AdmissionGate
 from serving.batching import BatchScheduler, read_batching_parameters
 from serving.config import ModelServerConfig
 from serving.grpc_service import build_grpc_server, registered_methods
@@ -41,6 +42,8 @@ class ServerOptions:
     token: str | None = None
     metrics_path: str | None = None  # None: no Prometheus page
     workers: int = flags.GRPC_MAX_THREADS  # gRPC threads (--grpc_max_threads)
+    # Requests each front end lets wait for a thread; more are refused (serving/admission.py).
+    max_enqueued_requests: int = flags.MAX_ENQUEUED_REQUESTS
     grpc_channel_arguments: tuple[tuple[str, int | str], ...] = ()
     model_config_file: str | None = None  # re-read every model_config_file_poll_wait_seconds
     model_config_file_poll_wait_seconds: float = flags.MODEL_CONFIG_FILE_POLL_WAIT_SECONDS
@@ -63,6 +66,11 @@ class ModelServer:
         self.options = options or ServerOptions()
         self.metrics = ServingMetrics(manager)
         self.batching = self._batching()  # before any load: a bad file fails at once
+        queued, admission = self.options.max_enqueued_requests, self.metrics.admission
+        self.gates = {
+            "grpc": AdmissionGate("grpc", self.options.workers, queued, admission),
+            "rest": AdmissionGate("rest", self.options.rest_api_num_threads, queued, admission),
+        }
         self._grpc = None
         self._rest: RestServer | None = None
         self._watcher: ConfigFileWatcher | None = None
@@ -82,7 +90,7 @@ class ModelServer:
             max_message_bytes=max_bytes,
             tls=options.tls,
             token=options.token,
-            workers=options.workers,
+            gate=self.gates["grpc"],
             channel_arguments=options.grpc_channel_arguments,
             batching=self.batching,
         )
@@ -96,7 +104,7 @@ class ModelServer:
                 token=options.token,
                 ssl_context=options.tls.ssl_context() if options.tls else None,
                 metrics_path=options.metrics_path,
-                workers=options.rest_api_num_threads,
+                gate=self.gates["rest"],
                 client_timeout=options.rest_api_client_timeout_seconds,
             )
             self.rest_port = self._rest.port

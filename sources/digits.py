@@ -21,6 +21,7 @@ FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 SPLITS = ("train", "test", "all")
 # IDX type codes (http://yann.lecun.com/exdb/mnist/ format description): only unsigned bytes here.
 _IDX_UBYTE = 0x08
+IMAGE_SIZE = (28, 28)  # every digit set's images: MNIST's height and width
 
 
 @dataclass(frozen=True)
@@ -61,19 +62,42 @@ def mnist(split: str = "train") -> DigitSet:
     return _join([as_set(p) for p in parts])
 
 
+def _open_idx(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+
+
+def idx_header(path: str | Path, header: bytes | None = None) -> tuple[tuple[int, ...], int]:
+    """(declared shape, header size) of an IDX file of unsigned bytes, from its first bytes
+    (read from `path` unless given). ValueError naming the file when it is not one."""
+    path = Path(path)
+    if header is None:
+        try:
+            with _open_idx(path) as handle:
+                header = handle.read(4 + 4 * 255)
+        except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
+            raise ValueError(f"{path} cannot be read as an IDX file: {error}") from None
+    if len(header) < 4 or header[0] != 0 or header[1] != 0:
+        raise ValueError(f"{path} is not an IDX file (bad magic number)")
+    if header[2] != _IDX_UBYTE:
+        raise ValueError(
+            f"{path}: IDX type 0x{header[2]:02x} unsupported; only unsigned byte (0x08)")
+    ndim = header[3]
+    size = 4 + 4 * ndim
+    if len(header) < size:
+        raise ValueError(f"{path}: IDX header declares {ndim} dimensions but the file ends first")
+    shape = tuple(int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return shape, size
+
+
 def read_idx(path: str | Path) -> np.ndarray:
     """An IDX file (gzipped or not) of unsigned bytes, as a numpy array of its declared shape."""
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise ValueError(f"{path} is not an IDX file (bad magic number)")
-    if data[2] != _IDX_UBYTE:
-        raise ValueError(f"{path}: IDX type 0x{data[2]:02x} unsupported; only unsigned byte (0x08)")
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    offset = 4 + 4 * ndim
+    try:
+        with _open_idx(path) as handle:
+            data = handle.read()
+    except (OSError, EOFError) as error:
+        raise ValueError(f"{path} cannot be read as an IDX file: {error}") from None
+    shape, offset = idx_header(path, data[: 4 + 4 * 255])
     expected = int(np.prod(shape)) if shape else 0
     if len(data) - offset != expected:
         raise ValueError(
@@ -94,23 +118,46 @@ def idx_pair(images_path: str | Path, labels_path: str | Path) -> DigitSet:
     return DigitSet(images, labels)
 
 
+def _idx_file(root: Path, prefix: str, kind: str) -> Path:
+    for suffix in ("-ubyte.gz", "-ubyte", ".ubyte.gz"):
+        name = f"{prefix}-{kind}{suffix}"
+        if (root / name).is_file():
+            return root / name
+    raise MissingAssetError(f"{root} has no {prefix}-{kind}-ubyte[.gz] file")
+
+
+_PREFIXES = {"train": ["train"], "test": ["t10k"], "all": ["train", "t10k"]}
+
+
 def idx_dir(root: str | Path, split: str = "train") -> DigitSet:
     """A folder laid out like the MNIST download: ``{train,t10k}-{images,labels}-*-ubyte[.gz]``."""
     _check_split(split)
     root = Path(root)
+    return _join([
+        idx_pair(_idx_file(root, p, "images-idx3"), _idx_file(root, p, "labels-idx1"))
+        for p in _PREFIXES[split]
+    ])
 
-    def find(prefix: str, kind: str) -> Path:
-        for name in (
-            f"{prefix}-{kind}-ubyte.gz",
-            f"{prefix}-{kind}-ubyte",
-            f"{prefix}-{kind}.ubyte.gz",
-        ):
-            if (root / name).is_file():
-                return root / name
-        raise MissingAssetError(f"{root} has no {prefix}-{kind}-ubyte[.gz] file")
 
-    prefixes = {"train": ["train"], "test": ["t10k"], "all": ["train", "t10k"]}[split]
-    return _join([idx_pair(find(p, "images-idx3"), find(p, "labels-idx1")) for p in prefixes])
+def check_idx_dir(root: str | Path) -> dict[str, int]:
+    """Checks an IDX folder from its files' headers only (cheap, before a pipeline runs): both
+    splits' images and labels present, IDX magic and type, images [N, 28, 28], labels [N].
+    Returns {split: N}; MissingAssetError or ValueError naming the file otherwise."""
+    root = Path(root)
+    counts = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images = _idx_file(root, prefix, "images-idx3")
+        labels = _idx_file(root, prefix, "labels-idx1")
+        image_shape, _ = idx_header(images)
+        label_shape, _ = idx_header(labels)
+        if len(image_shape) != 3 or image_shape[1:] != IMAGE_SIZE:
+            raise ValueError(f"{images}: IDX shape {image_shape}; allowed: digit images "
+                             f"[N, {IMAGE_SIZE[0]}, {IMAGE_SIZE[1]}]")
+        if len(label_shape) != 1 or label_shape[0] != image_shape[0]:
+            raise ValueError(f"{labels}: IDX shape {label_shape}; allowed: [{image_shape[0]}], "
+                             f"one label per image of {images.name}")
+        counts[split] = image_shape[0]
+    return counts
 
 
 def fashion_mnist(split: str = "train") -> DigitSet:

@@ -15,6 +15,12 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# `check_image_folder` opens at most this many files looking for a readable one: a folder whose
+# first 20 image files (sorted) all fail is refused before a pipeline starts.
+CHECK_FILES = 20
+# What reading a bad file raises: PIL's OSError/UnidentifiedImageError/ValueError, and its
+# DecompressionBombError (not an OSError) for a header declaring over 2 x MAX_IMAGE_PIXELS.
+UNREADABLE = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError)
 log = logging.getLogger(__name__)
 
 
@@ -61,10 +67,30 @@ def iter_image_folder(
             return
         try:
             image = load_image(path, size, channels)
-        except (OSError, UnidentifiedImageError, ValueError) as error:
+        except UNREADABLE as error:
             stats.skipped += 1
             stats.skipped_files.append(str(path))
             log.warning("skipping unreadable image %s: %s", path, error)
             continue
         stats.read += 1
         yield path, image
+
+
+def check_image_folder(root: str | Path, tries: int = CHECK_FILES) -> Path:
+    """The first readable image of ``root`` (its header and pixels decode), trying at most
+    ``tries`` files in sorted order. ValueError naming the folder when it holds no image file,
+    or naming the files tried and their errors when none of them is readable."""
+    files = image_files(root)
+    if not files:
+        raise ValueError(f"image folder {root} holds no {'/'.join(IMAGE_SUFFIXES)} files")
+    problems = []
+    for path in files[:tries]:
+        try:
+            with Image.open(path) as image:
+                image.load()
+            return path
+        except UNREADABLE as error:
+            problems.append(f"{path.name}: {error}")
+    every = "all" if len(files) <= tries else f"the first {tries} of"
+    raise ValueError(f"image folder {root}: {every} {len(files)} image files are unreadable "
+                     f"({'; '.join(problems[:3])}{'; ...' if len(problems) > 3 else ''})")

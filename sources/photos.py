@@ -30,8 +30,13 @@ def _rgb(array: np.ndarray) -> np.ndarray:
 
 
 def _read(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    """uint8 [H, W, 3]; a ValueError naming the file for a header declaring too many pixels
+    (PIL's DecompressionBombError is no ValueError or OSError, what callers skip)."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"{path}: {error}") from None
 
 
 def photo(name: str) -> np.ndarray:

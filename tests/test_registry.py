@@ -83,6 +83,23 @@ def test_bad_run_arguments_fail_up_front_naming_the_option(argv, message, tmp_pa
     assert list(tmp_path.iterdir()) == []  # nothing ran
 
 
+@pytest.mark.parametrize(("model", "option", "files", "message"), [
+    ("text", "--source", {}, "holds no documents"),
+    ("text", "--source", {"a.txt": b"\xff\xfe\x00bad"}, "a.txt"),
+    ("fast-style", "--source", {"a.png": b"not a png"}, "a.png"),
+])
+def test_unusable_source_folders_are_refused_before_anything_runs(model, option, files, message,
+                                                                   tmp_path, capsys):
+    source, root = tmp_path / "source", tmp_path / "root"
+    source.mkdir()
+    for name, content in files.items():
+        (source / name).write_bytes(content)
+    argv = ["run", model, option, str(source), "--profile", "smoke", "--root", str(root)]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not root.exists() or list(root.iterdir()) == []  # no metadata store, no run folder
+
+
 def _pipelines(*argv: str) -> dict[str, object]:
     from pipeline.run_cli import build_pipelines, selected_models
 

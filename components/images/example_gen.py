@@ -21,6 +21,8 @@ packaged size, read by `sources.digits`.
 `max_images` > 0 reads at most that many images of each source split (digits: the first ones of
 train and of test; a folder: its first `max_images` files in sorted order, then split).
 The component is driver-less: its cache key is the parameters, not the folder's content.
+Building it checks a folder's IDX headers or first images (`check_dataset_files`), so a
+folder the executor could not read is refused before any component runs.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ import apache_beam as beam
 import numpy as np
 import tensorflow as tf
 from absl import logging
-from PIL import UnidentifiedImageError
 from tfx import types
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.proto import example_gen_pb2
@@ -43,14 +44,13 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from components.common.example_gen import CountingExampleGenExecutor, counter
 from components.images.dataset import DIGIT_SHAPE, in_eval_split, is_digits
 from components.schemas import MEAN_INTENSITY
-from sources.digits import load_digits
-from sources.images import image_files, load_image
+from sources.digits import check_idx_dir, load_digits
+from sources.images import UNREADABLE, check_image_folder, image_files, load_image
 
 METRICS_NAMESPACE = "genpipe.image_example_gen"
 IMAGE, HEIGHT, WIDTH, CHANNELS, LABEL = "image", "height", "width", "channels", "label"
 # Output split -> the source split it reads (digit sets: the official train/test files).
 SPLITS = (("train", "train"), ("eval", "test"))
-UNREADABLE = (OSError, UnidentifiedImageError, ValueError)  # what PIL raises on a bad file
 
 Shape = tuple[int, int, int]
 
@@ -116,6 +116,22 @@ def read_image_file(relative_path: str, root: str, shape: Shape) -> Iterator[tf.
         logging.warning("Skipping unreadable image %s: %s", relative_path, error)
         return
     yield image_example(pixels)
+
+
+def check_dataset_files(dataset: str) -> None:
+    """Refuses, before any component runs, a dataset folder the executor could not read: an IDX
+    folder whose headers are wrong (`sources.digits.check_idx_dir`), an image folder with no
+    readable image among its first files (`sources.images.check_image_folder`). Reads headers
+    and at most a few images; ValueError naming the file. Named digit sets are not checked."""
+    if not os.path.isdir(dataset):
+        return
+    try:
+        if is_digits(dataset):
+            check_idx_dir(dataset)
+        else:
+            check_image_folder(dataset)
+    except FileNotFoundError as error:  # an IDX file missing (MissingAssetError)
+        raise ValueError(str(error)) from None
 
 
 @beam.ptransform_fn
@@ -206,6 +222,8 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
         if len(image_shape) != 3 or image_shape[2] not in (1, 3):
             raise ValueError(f"image_shape {image_shape}: expected (height, width, channels) "
                              "with 1 or 3 channels")
+        if isinstance(dataset, str):  # not a compiled spec's runtime parameter
+            check_dataset_files(dataset)
         input_config = example_gen_pb2.Input(splits=[
             example_gen_pb2.Input.Split(name=name, pattern=source) for name, source in SPLITS
         ])

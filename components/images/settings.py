@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from components.common.settings import TrainingSettings
+
 
 @dataclasses.dataclass(frozen=True)
 class ImageIngestionSettings:
@@ -35,7 +37,7 @@ class ImageTransformSettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class VaeTrainerSettings:
+class VaeTrainerSettings(TrainingSettings):
     """`custom_config` of the VAE Trainer (`components.images.vae_trainer.run_fn`)."""
 
     latent_dim: int = 2
@@ -59,7 +61,7 @@ class VaeEvaluatorSettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class GanTrainerSettings:
+class GanTrainerSettings(TrainingSettings):
     """`custom_config` of the DCGAN Trainer (`components.images.gan_trainer.run_fn`)."""
 
     latent_dim: int = 128

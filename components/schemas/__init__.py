@@ -3,11 +3,14 @@
 A schema is inferred once from real statistics (`genpipe schema update`), reviewed, and kept under
 version control here as text (`<name>.pbtxt`); each run's examples are validated against it, so a
 source whose data changes shape is stopped instead of silently re-described. Which schema a
-pipeline imports depends on its model and source (`pipeline.registry`).
+pipeline imports depends on its model and source (`pipeline.registry`). The features the
+ExampleGens add for drift detection are named here, with the limits a drift check takes
+(`DriftLimit`); `merge` merges new statistics into a curated schema (`genpipe schema update`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -20,8 +23,30 @@ SCHEMA_NAMES = ("text_offline", "text_folder", "digits", "image_folder")
 STATISTICS_FILE = "FeatureStats.pb"  # StatisticsGen's file in each Split-<name> folder
 INFERRED_FROM_SPLIT = "train"  # SchemaGen's source split; eval is validated against it
 # Features the ExampleGens derive for drift detection (compared run to run): words per document,
-# and mean pixel intensity in [0, 1] per image.
-NUM_WORDS, MEAN_INTENSITY = "num_words", "mean_intensity"
+# the document's distinct words as Transform's vocabulary sees them, and mean pixel intensity in
+# [0, 1] per image.
+NUM_WORDS, WORDS, MEAN_INTENSITY = "num_words", "words", "mean_intensity"
+# TFDV's distribution comparators (schema_pb2.FeatureComparator fields): Jensen-Shannon
+# divergence of histograms for numbers, L-infinity distance of value frequencies for strings.
+JENSEN_SHANNON, L_INFINITY = "jensen_shannon_divergence", "infinity_norm"
+COMPARATORS = (JENSEN_SHANNON, L_INFINITY)
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftLimit:
+    """The largest distance allowed between a feature's distribution and the one of the last
+    run that passed the data checks, measured by `comparator` (one of COMPARATORS)."""
+
+    threshold: float
+    comparator: str = JENSEN_SHANNON
+
+    def __post_init__(self) -> None:
+        if self.comparator not in COMPARATORS:
+            raise ValueError(f"drift comparator {self.comparator!r} is unknown; allowed: "
+                             f"{', '.join(COMPARATORS)}")
+        if not 0 < self.threshold <= 1:
+            raise ValueError(f"drift threshold {self.threshold!r} is out of range; allowed: "
+                             "a number in (0, 1]")
 
 
 def check_schema_name(name: str) -> str:
@@ -54,27 +79,3 @@ def infer_schema(statistics_uri: str) -> Any:
     path = os.path.join(statistics_uri, f"Split-{INFERRED_FROM_SPLIT}", STATISTICS_FILE)
     statistics = tfdv.load_stats_binary(path)
     return tfdv.infer_schema(statistics, infer_feature_shape=True)
-
-
-def schema_text(schema: Any, header: str) -> str:
-    """`schema` as the text we keep: a comment header, then the proto in text format."""
-    from google.protobuf import text_format
-
-    comment = "".join(f"# {line}\n" for line in header.splitlines())
-    return comment + text_format.MessageToString(schema)
-
-
-def schema_changes(old: Any, new: Any) -> list[str]:
-    """One line per feature added, removed or changed from `old` to `new`."""
-    from google.protobuf import text_format
-
-    before = {feature.name: feature for feature in old.feature}
-    after = {feature.name: feature for feature in new.feature}
-    lines = [f"+ {name}" for name in sorted(after.keys() - before.keys())]
-    lines += [f"- {name}" for name in sorted(before.keys() - after.keys())]
-    for name in sorted(before.keys() & after.keys()):
-        if before[name] != after[name]:
-            old_text = text_format.MessageToString(before[name], as_one_line=True)
-            new_text = text_format.MessageToString(after[name], as_one_line=True)
-            lines.append(f"~ {name}: {old_text}  ->  {new_text}")
-    return lines

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from components.common.settings import TrainingSettings
 from contracts import text_lm
 
 
@@ -28,7 +29,7 @@ class TextTransformSettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainerSettings:
+class TrainerSettings(TrainingSettings):
     """`custom_config` of the Trainer (`components.text.trainer.run_fn`): model sizes, training
     schedule and sampling options."""
 
@@ -46,6 +47,12 @@ class TrainerSettings:
     sample_max_tokens: int = 50
     max_new_tokens: int = text_lm.LIMITS["max_new_tokens"]  # limit of the `generate` signature
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.precision != "float32":  # the per-epoch samples decode with a float32 cache
+            raise ValueError(f"precision {self.precision!r} is not supported by the text LM "
+                             "(its cached decoding runs in float32); allowed: float32")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,6 +5,8 @@ Settings come from the Trainer's `custom_config` (see `TrainerSettings`). Output
   (`models.text.export.export_text_lm`), the vocabulary as an asset;
 - `<model>/Format-Keras/lm.keras`: the Keras model, scored by the evaluation component;
 - `fn_args.model_run_dir`: TensorBoard scalars and per-epoch text samples.
+Trained under `components.common.distribution`'s strategy and precision; the outputs above are
+the chief's, and what is saved and exported is a float32 copy of the trained LM.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
 
+from components.common import distribution
 from components.common.config import settings_from_config
 from components.text.data import keras_model_path, lm_dataset, vocabulary
 from components.text.settings import TrainerSettings
@@ -60,7 +63,9 @@ def _fit(
 
 
 def run_fn(fn_args: Any) -> None:
-    """Trains the Transformer LM on the transformed train split and exports it."""
+    """Trains the Transformer LM on the transformed train split and exports it (the chief's
+    outputs)."""
+    strategy = distribution.pick_strategy()  # first: multi-worker collectives start here
     settings = settings_from_config(TrainerSettings, fn_args.custom_config)
     keras.utils.set_random_seed(settings.seed)
     transform_output = tft.TFTransformOutput(fn_args.transform_output)
@@ -72,35 +77,43 @@ def run_fn(fn_args: Any) -> None:
     )
     held_out = lm_dataset(fn_args.eval_files, transform_output, settings.batch_size)
 
-    model = build_lm(
-        vocab_size=len(words),
-        sequence_length=settings.sequence_length,
-        embed_dim=settings.embed_dim,
-        latent_dim=settings.latent_dim,
-        num_heads=settings.num_heads,
-        num_layers=settings.num_layers,
-    )
-    compile_lm(model, settings.learning_rate)
-    sampler = SampleTextCallback(
-        words,
-        log_dir=fn_args.model_run_dir,
-        prompt=settings.sample_prompt,
-        temperatures=settings.sample_temperatures,
-        max_tokens=settings.sample_max_tokens,
-        seed=settings.seed,
-    )
-    with warnings.catch_warnings():
-        # Keras warns "Your input ran out of data" at the end of a first epoch over a dataset of
-        # unknown length (TFRecords); each epoch here is meant to be one full pass.
-        warnings.filterwarnings("ignore", message="Your input ran out of data")
-        _fit(model, train, held_out, settings, fn_args.model_run_dir, sampler)
+    def build() -> keras.Model:
+        return build_lm(
+            vocab_size=len(words),
+            sequence_length=settings.sequence_length,
+            embed_dim=settings.embed_dim,
+            latent_dim=settings.latent_dim,
+            num_heads=settings.num_heads,
+            num_layers=settings.num_layers,
+        )
 
-    model_uri = os.path.dirname(fn_args.serving_model_dir.rstrip("/"))
-    keras_path = keras_model_path(model_uri)
-    tf.io.gfile.makedirs(os.path.dirname(keras_path))
-    model.save(keras_path)
-    export_text_lm(
-        model, words, fn_args.serving_model_dir, max_new_tokens=settings.max_new_tokens
-    )
-    logging.info("Exported the text LM (vocabulary %d words) to %s",
-                 len(words), fn_args.serving_model_dir)
+    with distribution.building(strategy, settings.precision):
+        model = build()
+        compile_lm(model, settings.learning_rate)
+    model = distribution.fit_across_workers(model, strategy)
+    chief = distribution.is_chief(strategy)
+    with (distribution.output_dir(fn_args.model_run_dir, chief) as run_dir,
+          distribution.output_dir(fn_args.serving_model_dir, chief) as serving_dir):
+        sampler = SampleTextCallback(
+            words,
+            log_dir=run_dir,
+            prompt=settings.sample_prompt,
+            temperatures=settings.sample_temperatures,
+            max_tokens=settings.sample_max_tokens,
+            seed=settings.seed,
+        )
+        with warnings.catch_warnings():
+            # Keras warns "Your input ran out of data" at the end of a first epoch over a
+            # dataset of unknown length (TFRecords); each epoch here is meant to be one pass.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            _fit(model, distribution.distributable(train), distribution.distributable(held_out),
+                 settings, run_dir, sampler)
+        steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        logging.info("Trained %d steps (%s)", steps, distribution.describe(strategy))
+
+        exported = distribution.float32_copy(build, model)
+        keras_path = keras_model_path(os.path.dirname(serving_dir.rstrip("/")))
+        tf.io.gfile.makedirs(os.path.dirname(keras_path))
+        exported.save(keras_path)
+        export_text_lm(exported, words, serving_dir, max_new_tokens=settings.max_new_tokens)
+    logging.info("Exported the text LM (vocabulary %d words) to %s", len(words), serving_dir)
