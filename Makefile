@@ -40,6 +40,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	mkdir -p out/bench
 	for b in benchmarks/*.py; do $(BIN)/python $$b --json out/bench/$$(basename $$b .py).json || exit 1; done
+	$(BIN)/python benchmarks/quality_parity.py --speed 3 --json out/bench/quality_parity_speed.json
 
 # Longer reliability runs CI does not run (docs/reliability.md): 2,000 fuzz cases per protocol,
 # a 10,000-request soak, kill -9 of pipeline runs and the slower degraded-model checks.

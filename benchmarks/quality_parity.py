@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/quality_parity.py --json out/bench/quality_parity.json
     .venv/bin/python benchmarks/quality_parity.py --profile smoke --models vae   # quicker
+    .venv/bin/python benchmarks/quality_parity.py --speed 3   # throughput only, side by side
 
 For the LM, the VAE and the GAN, on one profile (default `demo`):
 - **genpipe**: the Trainer's own `run_fn` (the tf.data path from Transform's gzipped TFRecords,
@@ -14,7 +15,10 @@ padding masked (LM), negative ELBO in nats (VAE), KID and the digit classifier's
 Each (model, side, seed) runs in a fresh process, seeds interleaved so that the two sides
 share the machine's state. Throughput is training examples per second over the train steps
 only (from the end of the first step, which traces the graph, to the end of each epoch's last
-step; validation and epoch-end callbacks are outside it).
+step; validation and epoch-end callbacks are outside it), and per second of the process's CPU
+time over the same steps. Runs minutes apart on a shared machine vary by up to 2x, so
+`--speed ROUNDS` measures throughput alone: one process per model alternates short runs of the
+two sides ROUNDS times and reports medians and their ratio.
 
 The Transform output comes from a genpipe run of the three pipelines on `--root` (run here
 first when the root has none). Results: docs/benchmarks.md, "Quality and speed parity".
@@ -46,6 +50,8 @@ SIDES = ("reference", "genpipe")
 METRICS = {"text": ("perplexity", True), "vae": ("negative_elbo", True), "gan": ("kid", True)}
 EXTRA_METRICS = {"gan": (("classifier_score", False), ("classifier_fid", True))}
 MIN_SPEED_RATIO = 0.9  # genpipe's examples/s at least this x the reference's
+# `--speed`: train steps per side and round (10-30 s of steps at the demo profile's batch)
+SPEED_STEPS = {"text": 150, "vae": 300, "gan": 100}
 
 
 # -- locating the pipeline's artifacts -------------------------------------------------------
@@ -104,23 +110,24 @@ def find_artifacts(root: str, model: str, profile: str) -> Artifacts | None:
 
 
 def train_timer(batch_size: int):
-    """A Keras callback that sums the seconds and examples of the train steps (see the module
-    docstring); read `.seconds` and `.examples` after `fit`."""
+    """A Keras callback that sums the seconds, process CPU seconds (all threads, the input
+    pipeline's included) and examples of the train steps (see the module docstring)."""
     import keras
 
     class TrainTimer(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.seconds, self.examples, self.steps = 0.0, 0, 0
-            self._last: float | None = None
+            self.seconds, self.cpu_seconds, self.examples, self.steps = 0.0, 0.0, 0, 0
+            self._last: tuple[float, float] | None = None
 
         def on_epoch_begin(self, epoch, logs=None):
-            self._last = time.perf_counter() if self.steps else None
+            self._last = (time.perf_counter(), time.process_time()) if self.steps else None
 
         def on_train_batch_end(self, batch, logs=None):
-            now = time.perf_counter()
+            now = (time.perf_counter(), time.process_time())
             if self._last is not None:
-                self.seconds += now - self._last
+                self.seconds += now[0] - self._last[0]
+                self.cpu_seconds += now[1] - self._last[1]
                 self.examples += batch_size
             self._last = now
             self.steps += 1
@@ -128,15 +135,16 @@ def train_timer(batch_size: int):
     return TrainTimer()
 
 
-def timing_fit(timer) -> None:
-    """Adds `timer` to every `keras.Model.fit` call of this process (genpipe's `run_fn` builds
-    its own callbacks; this is how the benchmark times its train steps without changing it)."""
+def timing_fit(current_timer) -> None:
+    """Adds `current_timer()` to every `keras.Model.fit` call of this process (genpipe's `run_fn`
+    builds its own callbacks; this is how the benchmark times its train steps without changing
+    it)."""
     import keras
 
     original = keras.Model.fit
 
     def fit(self, *args, callbacks=None, **kwargs):
-        return original(self, *args, callbacks=[*(callbacks or []), timer], **kwargs)
+        return original(self, *args, callbacks=[*(callbacks or []), current_timer()], **kwargs)
 
     keras.Model.fit = fit
 
@@ -196,9 +204,10 @@ def _enough(arrays: tuple, settings: Any) -> tuple:
     return tuple(array[order[:needed]] for array in arrays)
 
 
-def _fit_reference(model: str, settings: Any, artifacts: Artifacts, timer, workdir: str):
-    """Trains the chapter's model on numpy arrays; returns it (its generator for the GAN, saved
-    where genpipe's evaluator looks)."""
+def _fit_reference(model: str, settings: Any, artifacts: Artifacts, callbacks: list,
+                   workdir: str):
+    """Trains the chapter's model on numpy arrays with `callbacks`; returns it (its generator for
+    the GAN, saved where genpipe's evaluator looks)."""
     import keras
     import tensorflow_transform as tft
 
@@ -216,7 +225,7 @@ def _fit_reference(model: str, settings: Any, artifacts: Artifacts, timer, workd
                                 settings.embed_dim, settings.latent_dim, settings.num_heads,
                                 settings.learning_rate)
         lm.fit(inputs, targets, batch_size=settings.batch_size, epochs=settings.epochs,
-               steps_per_epoch=steps, callbacks=[timer], verbose=2)
+               steps_per_epoch=steps, callbacks=callbacks, verbose=2)
         return lm
     images, = _enough((load_images(artifacts.train_files, transform_output)[0],), settings)
     shape = image_shape(transform_output)
@@ -226,14 +235,14 @@ def _fit_reference(model: str, settings: Any, artifacts: Artifacts, timer, workd
         vae = build_reference_vae(settings.latent_dim, shape, settings.learning_rate,
                                   settings.seed)
         vae.fit(images, batch_size=settings.batch_size, epochs=settings.epochs,
-                steps_per_epoch=steps, callbacks=[timer], verbose=2)
+                steps_per_epoch=steps, callbacks=callbacks, verbose=2)
         return vae
     from benchmarks.reference.gan import build_reference_gan
 
     gan = build_reference_gan(shape, settings.latent_dim, settings.width,
                               settings.learning_rate, settings.adam_beta_1, settings.seed)
     gan.fit(images, batch_size=settings.batch_size, epochs=settings.epochs,
-            steps_per_epoch=steps, callbacks=[timer], verbose=2)
+            steps_per_epoch=steps, callbacks=callbacks, verbose=2)
     from components.images.gan_trainer import KERAS_FILE
 
     path = keras_model_path(os.path.join(workdir, "model"), KERAS_FILE)
@@ -279,22 +288,57 @@ def run_worker(model: str, side: str, seed: int, profile_name: str, artifacts: A
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"parity-{model}-{side}-") as workdir:
         if side == "genpipe":
-            timing_fit(timer)
+            timing_fit(lambda: timer)
             model_uri = _run_genpipe(model, settings, artifacts, workdir)
             trained = _load_genpipe(model, model_uri)
         else:
             keras.utils.set_random_seed(seed)
-            trained = _fit_reference(model, settings, artifacts, timer, workdir)
+            trained = _fit_reference(model, settings, artifacts, [timer], workdir)
             model_uri = os.path.join(workdir, "model")
         wall = time.perf_counter() - started
         metrics = _score(model, trained, profile.evaluator, artifacts, model_uri)
     return {
         "model": model, "side": side, "seed": seed, "profile": profile_name,
         "batch_size": settings.batch_size, "train_steps": timer.steps,
-        "timed_examples": timer.examples, "timed_seconds": round(timer.seconds, 2),
-        "examples_per_second": round(timer.examples / timer.seconds, 1) if timer.seconds else None,
-        "trainer_wall_seconds": round(wall, 1), **metrics,
+        **_speed(timer), "trainer_wall_seconds": round(wall, 1), **metrics,
     }
+
+
+def _speed(timer) -> dict:
+    return {
+        "timed_examples": timer.examples, "timed_seconds": round(timer.seconds, 2),
+        "timed_cpu_seconds": round(timer.cpu_seconds, 2),
+        "examples_per_second": round(timer.examples / timer.seconds, 1) if timer.seconds else None,
+        "examples_per_cpu_second":
+            round(timer.examples / timer.cpu_seconds, 1) if timer.cpu_seconds else None,
+    }
+
+
+def run_speed_worker(model: str, profile_name: str, artifacts: Artifacts, rounds: int) -> list:
+    """Throughput side by side in one process: `rounds` alternations of genpipe's Trainer and
+    the reference's `fit`, each for `SPEED_STEPS[model]` steps (one epoch), so that the
+    machine's drifts hit both sides alike. No scoring."""
+    import keras
+
+    settings = dataclasses.replace(_profile(model, profile_name).trainer, epochs=1,
+                                   steps_per_epoch=SPEED_STEPS[model])
+    timing_fit(lambda: timer)  # late-bound: each fit gets the timer of its round and side
+    rows = []
+    for index in range(rounds):
+        for side in SIDES:
+            timer = train_timer(settings.batch_size)
+            with tempfile.TemporaryDirectory(prefix=f"speed-{model}-{side}-") as workdir:
+                keras.utils.set_random_seed(settings.seed)
+                if side == "genpipe":
+                    _run_genpipe(model, settings, artifacts, workdir)
+                else:
+                    _fit_reference(model, settings, artifacts, [], workdir)
+            rows.append({"model": model, "side": side, "round": index,
+                         "profile": profile_name, "batch_size": settings.batch_size,
+                         "train_steps": timer.steps, **_speed(timer)})
+            print(json.dumps(rows[-1]), flush=True)
+            keras.backend.clear_session()
+    return rows
 
 
 def _load_genpipe(model: str, model_uri: str):
@@ -332,16 +376,39 @@ def ensure_runs(root: str, models: list[str], profile: str) -> dict[str, Artifac
     return found
 
 
-def spawn(model: str, side: str, seed: int, profile: str, artifacts: Artifacts) -> dict:
-    """Runs one worker in a fresh Python process and returns its row."""
+def spawn(job: dict, quiet: bool) -> Any:
+    """Runs one worker job in a fresh Python process and returns what it wrote."""
     with tempfile.NamedTemporaryFile("r", suffix=".json") as result:
         subprocess.run(
-            [sys.executable, __file__, "--worker", json.dumps({
-                "model": model, "side": side, "seed": seed, "profile": profile,
-                "artifacts": dataclasses.asdict(artifacts), "out": result.name})],
-            check=True, stdout=subprocess.DEVNULL if side == "genpipe" else None,
+            [sys.executable, __file__, "--worker", json.dumps({**job, "out": result.name})],
+            check=True, stdout=subprocess.DEVNULL if quiet else None,
         )
         return json.load(open(result.name))
+
+
+def speed_summary(rows: list[dict], model: str) -> dict:
+    """Median examples/s (wall and CPU) per side, and genpipe's ratio to the reference."""
+    summary: dict[str, Any] = {}
+    for key in ("examples_per_second", "examples_per_cpu_second"):
+        medians = [statistics.median(row[key] for row in rows
+                                     if row["model"] == model and row["side"] == side)
+                   for side in SIDES]
+        summary[key] = dict(zip(SIDES, medians, strict=True))
+        summary[key]["ratio"] = round(medians[1] / medians[0], 3)
+    summary["met"] = summary["examples_per_second"]["ratio"] >= MIN_SPEED_RATIO
+    return summary
+
+
+def speed_table(summary: dict, rounds: int) -> str:
+    """The speed table for docs/benchmarks.md."""
+    lines = ["| model | steps x rounds | reference ex/s | genpipe ex/s | ratio | "
+             "reference ex/CPU-s | genpipe ex/CPU-s | CPU ratio |", "|---" * 8 + "|"]
+    for model, check in summary.items():
+        wall, cpu = check["examples_per_second"], check["examples_per_cpu_second"]
+        lines.append(f"| {model} | {SPEED_STEPS[model]} x {rounds} | {wall['reference']:.0f} | "
+                     f"{wall['genpipe']:.0f} | {wall['ratio']:.2f} | {cpu['reference']:.0f} | "
+                     f"{cpu['genpipe']:.0f} | {cpu['ratio']:.2f} |")
+    return "\n".join(lines)
 
 
 def _mean(rows: list[dict], key: str) -> float | None:
@@ -401,14 +468,20 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1", help="comma-separated seeds")
     parser.add_argument("--root", default="out/bench/parity-root",
                         help="genpipe root with (or to get) the pipelines' Transform output")
+    parser.add_argument("--speed", type=int, default=0, metavar="ROUNDS",
+                        help="measure throughput only: ROUNDS alternations of both sides in one "
+                             "process per model (SPEED_STEPS steps each), no scoring")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         job = json.loads(args.worker)
-        row = run_worker(job["model"], job["side"], job["seed"], job["profile"],
-                         Artifacts(**job["artifacts"]))
-        Path(job["out"]).write_text(json.dumps(row))
+        artifacts = Artifacts(**job["artifacts"])
+        if "rounds" in job:
+            result = run_speed_worker(job["model"], job["profile"], artifacts, job["rounds"])
+        else:
+            result = run_worker(job["model"], job["side"], job["seed"], job["profile"], artifacts)
+        Path(job["out"]).write_text(json.dumps(result))
         return
 
     models = [model.strip() for model in args.models.split(",") if model.strip()]
@@ -419,14 +492,25 @@ def main() -> None:
     root = os.path.abspath(args.root)
     found = ensure_runs(root, models, args.profile)
     rows = []
-    for model in models:
-        for seed in seeds:
-            for side in SIDES:
-                print(f"== {model} {side} seed {seed}", flush=True)
-                rows.append(spawn(model, side, seed, args.profile, found[model]))
-                print(json.dumps(rows[-1]), flush=True)
-    summary = {model: verdicts(rows, model) for model in models}
-    print(table(rows, summary))
+    if args.speed:
+        for model in models:
+            print(f"== {model} speed, {args.speed} rounds", flush=True)
+            rows += spawn({"model": model, "profile": args.profile, "rounds": args.speed,
+                           "artifacts": dataclasses.asdict(found[model])}, quiet=False)
+        summary = {model: speed_summary(rows, model) for model in models}
+        print(speed_table(summary, args.speed))
+    else:
+        for model in models:
+            for seed in seeds:
+                for side in SIDES:
+                    print(f"== {model} {side} seed {seed}", flush=True)
+                    rows.append(spawn({"model": model, "side": side, "seed": seed,
+                                       "profile": args.profile,
+                                       "artifacts": dataclasses.asdict(found[model])},
+                                      quiet=side == "genpipe"))
+                    print(json.dumps(rows[-1]), flush=True)
+        summary = {model: verdicts(rows, model) for model in models}
+        print(table(rows, summary))
     result = {
         "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),

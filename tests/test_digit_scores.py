@@ -3,6 +3,7 @@ known cases, a tiny classifier on real digits, the trainer component's work and 
 
 import numpy as np
 import pytest
+from idx_files import write_idx
 
 from models import digit_classifier as digits
 
@@ -63,12 +64,6 @@ def test_classifier_score_lies_between_one_and_the_number_of_classes():
     probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     assert 1.0 < digits.classifier_score(probabilities) < 10.0
 
-
-def write_idx(path, array: np.ndarray) -> None:
-    """An uncompressed IDX file of unsigned bytes (the MNIST download's format)."""
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
-        size.to_bytes(4, "big") for size in array.shape)
-    path.write_bytes(header + np.ascontiguousarray(array, np.uint8).tobytes())
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ smoke fixtures run the pipeline only up to the gate (ExampleGen and the data che
 from __future__ import annotations
 
 import contextlib
-import gzip
 import io
 import itertools
 import logging
@@ -20,8 +19,8 @@ import random
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
+from idx_files import write_idx
 
 from pipeline.runner import DEFAULT_BEAM_ARGS, RootLayout
 
@@ -92,11 +91,6 @@ def _offline_texts(count: int) -> list[str]:
     return [review.text for review in itertools.islice(reviews("offline"), count)]
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
-        int(size).to_bytes(4, "big") for size in array.shape)
-    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
-
 
 def test_inverted_digits_are_stopped_naming_the_mean_intensity(vae_smoke_run, tmp_path):
     from sources.digits import load_digits
@@ -106,8 +100,8 @@ def test_inverted_digits_are_stopped_naming_the_mean_intensity(vae_smoke_run, tm
     size = vae_smoke_run.profile.ingestion.max_images
     for split, prefix in (("train", "train"), ("test", "t10k")):
         digits = load_digits("mnist", split)
-        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", 255 - digits.images[:size])
-        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", digits.labels[:size])
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", 255 - digits.images[:size])
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", digits.labels[:size])
     layout = _copied_store(vae_smoke_run.root, tmp_path)
 
     message = _drifted_run(vae_smoke_run.model, vae_smoke_run.profile, layout, str(folder))

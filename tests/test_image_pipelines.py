@@ -4,7 +4,6 @@ the smoke profiles run end to end once each (session fixtures `vae_smoke_run`, `
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import io
 import json
 import math
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from idx_files import write_idx
 from PIL import Image
 
 from pipeline import cli
@@ -157,12 +157,6 @@ def test_image_folder_is_cropped_resized_split_by_hash_and_skips_corrupt_files(t
     assert white == 1  # the banner, center-cropped to its white square (squashed: black sides)
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    """An IDX file of unsigned bytes, gzipped (the MNIST download's format)."""
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
-        int(size).to_bytes(4, "big") for size in array.shape)
-    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
-
 
 def test_image_folder_with_an_empty_split_fails_saying_what_was_read(tmp_path):
     faces = tmp_path / "faces"
@@ -178,9 +172,9 @@ def test_idx_folder_keeps_its_train_and_test_files_as_splits(tmp_path):
 
     rng = np.random.default_rng(1)
     for prefix, count in (("train", 12), ("t10k", 5)):
-        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz",
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz",
                    rng.integers(0, 256, (count, 28, 28)))
-        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(count) % 10)
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(count) % 10)
     dataset = check_dataset(str(tmp_path), must_exist=True)
     assert image_shape(dataset, (64, 64, 3)) == (28, 28, 1)  # digits keep their shape
     examples = _run_example_gen(tmp_path, dataset, (28, 28, 1))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from idx_files import write_idx
 from PIL import Image
 
 from sources import digits, images, photos, reviews
@@ -46,20 +47,15 @@ def test_bad_split_names_the_allowed_values():
         digits.mnist("valid")
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
-    with gzip.open(path, "wb") as handle:
-        handle.write(header + array.astype(np.uint8).tobytes())
-
 
 def test_idx_reader_round_trips_files_written_by_the_test(tmp_path):
     rng = np.random.default_rng(0)
     train_x = rng.integers(0, 256, (7, 28, 28), dtype=np.uint8)
     train_y = rng.integers(0, 10, 7, dtype=np.uint8)
-    _write_idx(tmp_path / "train-images-idx3-ubyte.gz", train_x)
-    _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", train_y)
-    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", train_x[:3])
-    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", train_y[:3])
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", train_x)
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", train_y)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", train_x[:3])
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", train_y[:3])
     loaded = digits.load_digits(str(tmp_path), "all")
     np.testing.assert_array_equal(loaded.images, np.concatenate([train_x, train_x[:3]]))
     np.testing.assert_array_equal(loaded.labels, np.concatenate([train_y, train_y[:3]]))
@@ -67,7 +63,7 @@ def test_idx_reader_round_trips_files_written_by_the_test(tmp_path):
 
 def test_idx_reader_rejects_truncated_and_foreign_files(tmp_path):
     bad = tmp_path / "bad-images-idx3-ubyte.gz"
-    _write_idx(bad, np.zeros((2, 4, 4)))
+    write_idx(bad, np.zeros((2, 4, 4)))
     raw = gzip.decompress(bad.read_bytes())
     bad.write_bytes(gzip.compress(raw[:-3]))
     with pytest.raises(ValueError, match="header declares shape"):
@@ -205,9 +201,9 @@ def _idx_folder(root: Path, count: int = 6) -> Path:
     rng = np.random.default_rng(2)
     root.mkdir(parents=True, exist_ok=True)
     for prefix in ("train", "t10k"):
-        _write_idx(root / f"{prefix}-images-idx3-ubyte.gz",
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz",
                    rng.integers(0, 256, (count, 28, 28)))
-        _write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", np.arange(count) % 10)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", np.arange(count) % 10)
     return root
 
 
@@ -269,7 +265,7 @@ def test_a_wrong_idx_magic_or_shape_is_refused_before_any_component_runs(tmp_pat
                    lambda: ImageExampleGen(dataset=str(idx), image_shape=(28, 28, 1))):
         with pytest.raises(ValueError, match=f"{labels} is not an IDX file \\(bad magic"):
             refuse()
-    _write_idx(labels, np.arange(5) % 10)  # 5 labels for 6 images
+    write_idx(labels, np.arange(5) % 10)  # 5 labels for 6 images
     with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte.gz: IDX shape \(5,\); "
                                          r"allowed: \[6\]"):
         digits.check_idx_dir(idx)
